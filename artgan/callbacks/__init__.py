@@ -1,0 +1,1 @@
+"""Lightning callbacks: progress bar, samples and GIF, plots, metrics, checkpoints, divergence guard."""

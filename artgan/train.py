@@ -1,0 +1,87 @@
+"""Build everything a training run needs from the Hydra config, train, and return the sweep objective."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+def instantiate_group(group: DictConfig | None) -> list:
+    """Instantiate every entry of a config group such as ``callbacks`` or ``logger``; null entries are off."""
+    if not group:
+        return []
+    return [instantiate(entry) for entry in group.values() if entry is not None and "_target_" in entry]
+
+
+def resolve_strategy(trainer_cfg: DictConfig) -> str:
+    """G and D share one module and each backward reaches only one of them, so plain DDP would fail on
+    'unused parameters'. With devices > 1 or several nodes, "auto" becomes DDP that tolerates them."""
+    strategy = trainer_cfg.get("strategy", "auto")
+    devices = trainer_cfg.get("devices", 1)
+    many = (isinstance(devices, int) and devices > 1) or (isinstance(devices, (list, str)) and str(devices) not in
+                                                           ("1", "auto")) or trainer_cfg.get("num_nodes", 1) > 1
+    if strategy == "auto" and many:
+        return "ddp_find_unused_parameters_true"
+    return strategy
+
+
+def resolve_ckpt_path(cfg: DictConfig) -> str | None:
+    """``ckpt_path=auto`` resumes from this run dir's last.ckpt when there is one (a re-queued job)."""
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path == "auto":
+        last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        return str(last) if last.is_file() else None
+    return ckpt_path
+
+
+def flat_hparams(cfg: DictConfig) -> dict:
+    """The run's settings as flat scalars, for TensorBoard's HPARAMS tab."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    out: dict = {}
+
+    def walk(prefix: str, node) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key not in ("module", "_target_", "_partial_", "hydra", "paths"):
+                    walk(f"{prefix}{key}/" if prefix or key else key, value)
+        elif isinstance(node, (int, float, str, bool)) or node is None:
+            out[prefix.rstrip("/")] = "null" if node is None else node
+        else:
+            out[prefix.rstrip("/")] = str(node)
+
+    walk("", {k: container[k] for k in ("model", "data", "trainer", "seed") if k in container})
+    return out
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train one run; returns the final callback metrics as floats."""
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model.module)
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                     strategy=resolve_strategy(cfg.trainer))
+    for logger in trainer.loggers:
+        logger.log_hyperparams(flat_hparams(cfg))
+
+    log.info("Run directory: %s", cfg.paths.output_dir)
+    trainer.fit(model=model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg))
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+
+
+def objective(metrics: dict[str, float], name: str | None) -> float | None:
+    """The value a sweeper optimizes; a missing metric is an error, not a silent None."""
+    if not name:
+        return None
+    if name not in metrics:
+        raise KeyError(f"optimized_metric={name!r} was not logged; logged metrics: {sorted(metrics)}")
+    return metrics[name]

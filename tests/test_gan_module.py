@@ -1,0 +1,93 @@
+"""The training step: who gets updated, what is logged, what a checkpoint holds."""
+
+import lightning as L
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from torch.utils.data import DataLoader
+
+from conftest import REPO
+
+
+def build_module(*overrides):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["model.ngf=8", "model.ndf=8", *overrides])
+    return instantiate(cfg.model.module)
+
+
+def fit(module, tmp_path, batches=2, **trainer_kwargs):
+    images = torch.randint(0, 256, (16 * batches, 3, 64, 64), dtype=torch.uint8)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, default_root_dir=tmp_path, **trainer_kwargs)
+    trainer.fit(module, DataLoader(images, batch_size=16))
+    return trainer
+
+
+def snapshot(net):
+    return [p.detach().clone() for p in net.parameters()]
+
+
+def changed(before, net):
+    return any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
+
+
+def test_d_step_changes_only_d_and_g_step_only_g(tmp_path):
+    module = build_module()
+    trainer = fit(module, tmp_path, batches=1)  # attaches optimizers
+    opt_g, opt_d = module.optimizers()
+    real = torch.rand(8, 3, 64, 64) * 2 - 1
+
+    g_before, d_before = snapshot(module.generator), snapshot(module.discriminator)
+    fake = module.generator(module.noise(8)).detach()
+    module._discriminator_step(opt_d, real, fake)
+    assert changed(d_before, module.discriminator) and not changed(g_before, module.generator)
+
+    g_before, d_before = snapshot(module.generator), snapshot(module.discriminator)
+    opt_d.zero_grad(set_to_none=True)
+    with module.toggled_optimizer(opt_g):
+        g_loss = module.loss_fn.g_loss(module.discriminator(module.generator(module.noise(8))))
+        opt_g.zero_grad()
+        module.manual_backward(g_loss)
+        opt_g.step()
+    assert changed(g_before, module.generator) and not changed(d_before, module.discriminator)
+    assert all(p.grad is None for p in module.discriminator.parameters())
+    assert trainer.global_step > 0
+
+
+@pytest.mark.parametrize("loss", ["bce", "hinge", "lsgan", "wgan-gp"])
+def test_each_loss_trains_and_logs(tmp_path, loss):
+    extra = ["model.d_norm=instance"] if loss == "wgan-gp" else []
+    module = build_module(f"model.loss={loss}", "model.n_critic=2", *extra)
+    trainer = fit(module, tmp_path, batches=3)
+    # global_step counts both optimizers: (n_critic + 1) per batch.
+    assert trainer.global_step == 3 * (2 + 1)
+    assert module.g_steps == 3 and module.images_seen == 48
+    metrics = trainer.callback_metrics
+    for name in ("d_loss", "g_loss", "d_real", "d_fake", "d_acc_real", "d_acc_fake"):
+        assert torch.isfinite(metrics[f"train/{name}_epoch"]), name
+    if loss == "bce":
+        assert 0 <= metrics["train/d_real_epoch"] <= 1  # a probability
+
+
+def test_regularizers_and_augmentation_train(tmp_path):
+    module = build_module("model.augment_policy='color,translation,cutout'", "model.ada=true",
+                          "model.r1_gamma=1.0", "model.r1_every=2", "model.ema_decay=0.9",
+                          "model.label_smoothing=0.1", "model.spectral_norm=true")
+    fit(module, tmp_path, batches=4)
+    assert module.generator_ema is not None
+    ema = dict(module.generator_ema.module.named_parameters())
+    live = dict(module.generator.named_parameters())
+    assert not torch.equal(ema["net.0.weight"], live["net.0.weight"])  # averaged, not copied
+    assert module.sample(n=4).shape == (4, 3, 64, 64)
+
+
+def test_checkpoint_keeps_fixed_noise_and_generator_spec(tmp_path):
+    module = build_module("model.ema_decay=0.99")
+    trainer = fit(module, tmp_path, batches=1)
+    path = tmp_path / "x.ckpt"
+    trainer.save_checkpoint(path)
+    ckpt = torch.load(path, weights_only=True)
+    assert torch.equal(ckpt["state_dict"]["fixed_noise"], module.fixed_noise)
+    assert ckpt["artgan"]["generator"]["name"] == "dcgan" and ckpt["artgan"]["has_ema"]
+    assert any(k.startswith("generator_ema.") for k in ckpt["state_dict"])

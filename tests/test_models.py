@@ -1,0 +1,54 @@
+import pytest
+import torch
+from torch import nn
+
+from artgan.models.dcgan import Discriminator, Generator, build_generator
+
+
+@pytest.mark.parametrize("resolution", [64, 128, 256, 512])
+@pytest.mark.parametrize("latent_dim", [128, 256])
+def test_shapes_for_every_resolution(resolution, latent_dim):
+    g = Generator(resolution=resolution, latent_dim=latent_dim, ngf=4)
+    d = Discriminator(resolution=resolution, ndf=4)
+    images = g(torch.randn(2, latent_dim, 1, 1))
+    assert images.shape == (2, 3, resolution, resolution)
+    assert images.min() >= -1 and images.max() <= 1  # Tanh output
+    assert d(images).shape == (2,)
+
+
+def test_number_of_blocks_follows_resolution():
+    def transposed_convs(res):
+        return sum(isinstance(m, nn.ConvTranspose2d) for m in Generator(res, 128, 4).modules())
+
+    assert [transposed_convs(r) for r in (64, 128, 256, 512)] == [5, 6, 7, 8]
+
+
+@pytest.mark.parametrize("bad", [32, 96, 1024, 0])
+def test_bad_resolution_rejected(bad):
+    with pytest.raises(ValueError, match="power of two"):
+        Generator(resolution=bad)
+
+
+def test_dcgan_init_statistics():
+    g = Generator(resolution=64, latent_dim=128, ngf=64)
+    conv = g.net[0].weight
+    assert abs(conv.mean().item()) < 0.002 and abs(conv.std().item() - 0.02) < 0.002
+    bn = g.net[1]
+    assert abs(bn.weight.mean().item() - 1.0) < 0.01 and torch.all(bn.bias == 0)
+
+
+def test_spectral_norm_and_no_norm_discriminator():
+    d = Discriminator(64, 8, norm="none", spectral_norm=True)
+    assert any("parametrizations" in name for name, _ in d.named_parameters())
+    assert d(torch.randn(3, 3, 64, 64)).shape == (3,)
+
+
+def test_rebuild_from_spec_gives_same_network():
+    g = Generator(128, 256, 8)
+    clone = build_generator(g.spec())
+    clone.load_state_dict(g.state_dict())
+    z = torch.randn(2, 256, 1, 1)
+    g.eval(), clone.eval()
+    assert torch.equal(g(z), clone(z))
+    with pytest.raises(ValueError, match="unknown generator"):
+        build_generator({"name": "evil", "kwargs": {}})
