@@ -67,7 +67,10 @@ class GANModule(L.LightningModule):
         noise = torch.randn(num_fixed_samples, self.latent_dim, 1, 1,
                             generator=torch.Generator().manual_seed(fixed_noise_seed))
         self.register_buffer("fixed_noise", noise)  # in the checkpoint, so a resumed run keeps its noise
-        self.epoch_means = nn.ModuleDict({k: MeanMetric() for k in LOGGED_STATS})
+        # nan_strategy="disable": the default ("warn") checks every update for NaN with `if nans.any()`, a host
+        # sync per logged value per step on a GPU. A NaN loss now shows up as a NaN epoch mean (the divergence
+        # guard's business) instead of being dropped with a warning.
+        self.epoch_means = nn.ModuleDict({k: MeanMetric(nan_strategy="disable") for k in LOGGED_STATS})
         self.images_seen = 0
         self.d_steps = 0
         self.progress_values: dict[str, float] = {}  # host copies for the progress bar, refreshed when logged
@@ -183,12 +186,12 @@ class GANModule(L.LightningModule):
             self.log(f"train/{name}_step", value, on_step=True, on_epoch=False)
             self.epoch_means[name].update(value)
             self.log(f"train/{name}_epoch", self.epoch_means[name], on_step=False, on_epoch=True)
-        self.log("train/g_steps", float(self.g_steps + 1), on_step=True, on_epoch=False)
+        self.log("train/g_steps", float(self.g_steps), on_step=True, on_epoch=False)
         self.log("train/images_seen", float(self.images_seen), on_step=True, on_epoch=False)
         if self.ada is not None:
             self.log("train/augment_p", float(self.ada.p), on_step=True, on_epoch=False)
         every = max(1, self.trainer.log_every_n_steps)
-        if (self.g_steps + 1) % every == 0 or not self.progress_values:
+        if self.g_steps % every == 0 or not self.progress_values:
             self.progress_values = {"d_loss": float(stats["d_loss"]), "g_loss": float(g_loss)}
 
     # ---------------------------------------------------------------------------------- checkpoints
@@ -200,6 +203,10 @@ class GANModule(L.LightningModule):
             "images_seen": self.images_seen,
             "d_steps": self.d_steps,
         }
+
+    def on_fit_start(self) -> None:
+        if self.ada is not None:  # a resumed run restores ada.p with the weights, after on_load_checkpoint
+            self.augment.p = self.ada.p
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("artgan", {})
