@@ -46,13 +46,33 @@ def _positive(x: Tensor) -> Tensor:
     return x > 0
 
 
+def _bce_g(fake: Tensor) -> Tensor:
+    return F.softplus(-fake).mean()
+
+
+def _neg_mean_g(fake: Tensor) -> Tensor:
+    return -fake.mean()
+
+
+def _lsgan_g(fake: Tensor) -> Tensor:
+    return 0.5 * ((fake - 1.0) ** 2).mean()
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
+def _above_half(x: Tensor) -> Tensor:
+    return x > 0.5
+
+
+# Named functions, not lambdas: the module must pickle for trainer.strategy=ddp_spawn (multirun + DDP).
 LOSSES: dict[str, AdversarialLoss] = {
     # Non-saturating BCE (Goodfellow et al. 2014), the seeds' loss: G maximizes log D(G(z)).
-    "bce": AdversarialLoss("bce", _bce_d, lambda fake: F.softplus(-fake).mean(), torch.sigmoid, _positive),
-    "hinge": AdversarialLoss("hinge", _hinge_d, lambda fake: -fake.mean(), lambda x: x, _positive),
-    "lsgan": AdversarialLoss("lsgan", _lsgan_d, lambda fake: 0.5 * ((fake - 1.0) ** 2).mean(), lambda x: x,
-                             lambda x: x > 0.5),
-    "wgan-gp": AdversarialLoss("wgan-gp", _wgan_d, lambda fake: -fake.mean(), lambda x: x, _positive),
+    "bce": AdversarialLoss("bce", _bce_d, _bce_g, torch.sigmoid, _positive),
+    "hinge": AdversarialLoss("hinge", _hinge_d, _neg_mean_g, _identity, _positive),
+    "lsgan": AdversarialLoss("lsgan", _lsgan_d, _lsgan_g, _identity, _above_half),
+    "wgan-gp": AdversarialLoss("wgan-gp", _wgan_d, _neg_mean_g, _identity, _positive),
 }
 
 
