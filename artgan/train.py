@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from artgan.callbacks.preemption import stop_reasons
+from artgan.config_validation import validate
+from artgan.distributed import check_launch
+
 log = logging.getLogger(__name__)
+
+# The module converts uint8 batches on the device on purpose; Lightning warns that a datamodule is also set.
+warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer` in `LightningModule`.*")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)`? is deprecated.*")
 
 
 def instantiate_group(group: DictConfig | None) -> list:
@@ -61,6 +70,8 @@ def flat_hparams(cfg: DictConfig) -> dict:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train one run; returns the final callback metrics as floats."""
+    validate(cfg)  # bad settings: one paragraph and exit code 2, before any heavy work
+    check_launch(cfg)  # multirun + script-relaunching DDP: stop now with the fix, not deadlock later
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 
@@ -74,7 +85,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         logger.log_hyperparams(flat_hparams(cfg))
 
     log.info("Run directory: %s", cfg.paths.output_dir)
-    trainer.fit(model=model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg))
+    with stop_reasons(trainer):  # SIGTERM/SIGINT: checkpoint saved, one paragraph, exit 143/130
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg))
     return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
 
 

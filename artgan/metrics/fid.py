@@ -178,7 +178,7 @@ def _compute_and_save(extractor: nn.Module, images: ImagesOrFactory, path: Path,
     if imgs.shape[0] < 2:
         raise ArtGANError(
             f"FID/KID need at least 2 real images, got {imgs.shape[0]}. Add images to the dataset or raise "
-            "metrics.fid.num_real."
+            "callbacks.metrics.fid.num_real."
         )
     log.info("Computing %s features of %d real images (cached in %s)", extractor.name, imgs.shape[0], path)
     feats = extract_features(extractor, imgs, batch_size=batch_size)
