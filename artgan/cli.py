@@ -10,6 +10,17 @@ from typing import Callable
 from artgan.errors import ArtGANError
 
 
+def find_user_error(err: BaseException | None) -> ArtGANError | None:
+    """The ArtGANError behind ``err``, if any: Hydra's instantiate wraps errors raised in constructors."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, ArtGANError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def user_errors_exit(fn: Callable) -> Callable:
     """Wrap a Hydra task: an ArtGANError prints its message and exits (code 2 for config errors, else 1).
     HYDRA_FULL_ERROR=1 shows the full traceback instead."""
@@ -18,10 +29,11 @@ def user_errors_exit(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except ArtGANError as err:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        except Exception as err:
+            user_error = find_user_error(err)
+            if user_error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
-            print(f"\nError: {err}\n", file=sys.stderr, flush=True)
-            sys.exit(getattr(err, "exit_code", 1))
+            print(f"\nError: {user_error}\n", file=sys.stderr, flush=True)
+            sys.exit(getattr(user_error, "exit_code", 1))
 
     return wrapper

@@ -1,0 +1,249 @@
+"""ArtDataModule: the decode-once cache served as uint8 batches (B, 3, R, R)."""
+
+import logging
+import os
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from artgan.errors import ArtGANError
+
+from . import procedural
+from .cache import cache_key, decode_folder, file_identity, load_or_build
+from .discovery import KAGGLE_HINT, find_images
+from .preprocess import PreprocessSettings
+
+log = logging.getLogger(__name__)
+
+# Random crops need spare pixels: the cache then stores images at 1.125x the resolution.
+RANDOM_CROP_MARGIN = 1.125
+
+
+def _absolute(path: str | os.PathLike) -> Path:
+    """Paths from the command line are relative to where the user launched, even if Hydra chdir'ed."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.utils import to_absolute_path
+
+        if HydraConfig.initialized():
+            return Path(to_absolute_path(str(path)))
+    except ImportError:
+        pass
+    return Path(path).expanduser().absolute()
+
+
+class CachedImages(Dataset):
+    """Indexes the cached uint8 array; random crop and horizontal flip are done per batch."""
+
+    def __init__(self, images: np.ndarray, resolution: int, hflip: bool, random_crop: bool):
+        self.images, self.resolution, self.hflip, self.random_crop = images, resolution, hflip, random_crop
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: list[int]) -> torch.Tensor:
+        # One fancy-indexing read for the whole batch: far cheaper than B single reads + collate.
+        # Crops and flips are done in NumPy: torch.flip on uint8 is ~50x slower on CPU.
+        batch = self.images[np.asarray(indices)]
+        r, size = self.resolution, batch.shape[-1]
+        if size > r:
+            if self.random_crop:
+                ys = torch.randint(0, size - r + 1, (len(batch),)).tolist()
+                xs = torch.randint(0, size - r + 1, (len(batch),)).tolist()
+                batch = np.stack(
+                    [img[:, y : y + r, x : x + r] for img, y, x in zip(batch, ys, xs, strict=True)]
+                )
+            else:
+                o = (size - r) // 2
+                batch = batch[:, :, o : o + r, o : o + r]
+        if self.hflip:
+            flip = (torch.rand(len(batch)) < 0.5).numpy()  # torch RNG: seeded per worker by the DataLoader
+            batch[flip] = batch[flip][..., ::-1]
+        return torch.from_numpy(np.ascontiguousarray(batch))
+
+
+def collate_batch(batch):
+    """The dataset already returns a stacked batch (via __getitems__)."""
+    return batch if isinstance(batch, torch.Tensor) else torch.stack(batch)
+
+
+class ArtDataModule(L.LightningDataModule):
+    """Images for GAN training, from the procedural generator or a folder of images.
+
+    `batch_size` is per device: with trainer.devices=2 each step sees 2 x batch_size images, and
+    Lightning's DistributedSampler gives each rank its own shard of the data.
+    """
+
+    def __init__(
+        self,
+        source: str = "procedural",
+        root: str | None = None,
+        resolution: int = 64,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        subset: int | None = None,
+        cache_dir: str = ".cache/artgan",
+        hflip: bool = True,
+        crop: str = "center",
+        border_crop: float = 0.0,
+        trim_borders: bool = False,
+        trim_tolerance: float = 0.1,
+        num_images: int = 2800,
+        seed: int = 0,
+        pin_memory: bool = False,
+        decode_workers: int | None = None,
+        progress: bool = True,
+    ):
+        super().__init__()
+        self.source, self.root, self.resolution = source, root, int(resolution)
+        self.batch_size, self.num_workers, self.pin_memory = int(batch_size), int(num_workers), pin_memory
+        self.subset, self.cache_dir, self.hflip, self.crop = subset, cache_dir, hflip, crop
+        self.num_images, self.seed = int(num_images), int(seed)
+        self.decode_workers, self.progress = decode_workers, progress
+        cache_size = round(self.resolution * RANDOM_CROP_MARGIN) if crop == "random" else self.resolution
+        self.settings = PreprocessSettings(
+            size=cache_size,
+            border_crop=float(border_crop),
+            trim_borders=bool(trim_borders),
+            trim_tolerance=float(trim_tolerance),
+        )
+        self._images: np.ndarray | None = None
+        self.manifest: dict | None = None
+        self._plan = None
+
+    def validate(self) -> None:
+        """Raise ArtGANError for bad settings (cheap; called before any cache work)."""
+        # Not in __init__: Hydra's instantiate wraps constructor errors in InstantiationException,
+        # which would hide the one-paragraph message behind a traceback.
+        if self.source not in ("procedural", "folder"):
+            raise ArtGANError(f"data.source={self.source!r} is not supported; use 'procedural' or 'folder'.")
+        if self.source == "folder" and not self.root:
+            raise ArtGANError(
+                "data.root is not set: point it at a folder of images, e.g. data=abstract_art "
+                "data.root=/path/to/Abstract_gallery. " + KAGGLE_HINT
+            )
+        if self.crop not in ("center", "random"):
+            raise ArtGANError(f"data.crop={self.crop!r} is not supported; use 'center' or 'random'.")
+        if not 0.0 <= self.settings.border_crop < 0.5:
+            raise ArtGANError(
+                f"data.border_crop={self.settings.border_crop} must be in [0, 0.5): it is the fraction removed from each side."
+            )
+        if self.resolution < 4 or self.batch_size < 1:
+            raise ArtGANError(
+                f"Bad data settings: resolution={self.resolution}, batch_size={self.batch_size}; both must be positive."
+            )
+        if self.subset is not None and self.subset < 1:
+            raise ArtGANError(
+                f"data.subset={self.subset} must be a positive number of images, or null for all."
+            )
+
+    # ---- cache identity -------------------------------------------------------------------------
+    def _identity(self):
+        """(identity dict, build function); the file scan is done once per process."""
+        if self._plan is None:
+            self.validate()
+            if self.source == "procedural":
+                n = self.num_images if self.subset is None else min(self.subset, self.num_images)
+                identity = {
+                    "source": "procedural",
+                    "num_images": n,
+                    "seed": self.seed,
+                    "size": self.settings.size,
+                    "generator": procedural.GENERATOR_VERSION,
+                }
+
+                def build():
+                    images = procedural.render_images(
+                        n, self.seed, self.settings.size, workers=self.decode_workers, progress=self.progress
+                    )
+                    return images, {}
+            else:
+                root = _absolute(self.root)
+                files = find_images(root)
+                identity = {
+                    "source": "folder",
+                    "files": file_identity(files, root),
+                    "subset": self.subset,
+                    "settings": self.settings.__dict__,
+                }
+
+                def build():
+                    return decode_folder(
+                        files,
+                        root,
+                        self.settings,
+                        limit=self.subset,
+                        workers=self.decode_workers,
+                        progress=self.progress,
+                    )
+
+            self._plan = (identity, build)
+        return self._plan
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes whenever the cached images would (files, sizes, mtimes, settings, code version)."""
+        return cache_key(self._identity()[0])
+
+    # ---- Lightning hooks ------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        # Lightning calls this on local rank 0 only; the others wait, then load in setup().
+        self._load()
+
+    def setup(self, stage: str | None = None) -> None:
+        self._load()
+
+    def _load(self) -> None:
+        if self._images is not None:
+            return
+        identity, build = self._identity()
+        self._images, self.manifest = load_or_build(_absolute(self.cache_dir), identity, build)
+        log.info(
+            "Data: %d %s images at %d px (cache %s)",
+            len(self._images),
+            self.source,
+            self.resolution,
+            self.manifest["key"],
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self._load()
+        world = self.trainer.world_size if self.trainer is not None else 1
+        per_rank = self.dataset_size // world
+        if per_rank < self.batch_size:
+            raise ArtGANError(
+                f"data.batch_size={self.batch_size} (per device) is larger than the {per_rank} images each of "
+                f"the {world} device(s) gets from {self.dataset_size} images, so an epoch would have no batch. "
+                "Lower data.batch_size, or use more images (data.subset / data.num_images)."
+            )
+        dataset = CachedImages(self._images, self.resolution, self.hflip, random_crop=self.crop == "random")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=collate_batch,
+        )
+
+    # ---- for metrics and validation -------------------------------------------------------------
+    @property
+    def dataset_size(self) -> int:
+        self._load()
+        return len(self._images)
+
+    def real_images(self, n: int | None = None) -> torch.Tensor:
+        """The first n cached images, unflipped and center-cropped: uint8 (N, 3, R, R)."""
+        self._load()
+        images = self._images[: (len(self._images) if n is None else n)]
+        o = (images.shape[-1] - self.resolution) // 2
+        images = images[:, :, o : o + self.resolution, o : o + self.resolution]
+        return torch.from_numpy(np.array(images))  # a copy: the cache is read-only
