@@ -1,0 +1,90 @@
+"""A plain PyTorch GAN training loop: the yardstick for ``GANModule``'s speed (no Lightning, no logging).
+
+It is the algorithm of ``GANModule.training_step`` written as a user would in a notebook, and a strict one:
+per batch, ``n_critic`` D steps on real + detached fake images, then one G step that reuses the last fake
+(no second G forward) with D's parameters frozen (``requires_grad_(False)``) so the G backward computes no
+D weight gradients. Non-saturating BCE loss, the optimizers it is given (Adam in the benchmark), uint8
+batches turned into [-1, 1] on the device. Nothing is logged and nothing is read back to the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def d_loss_bce(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    return F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits)) + \
+        F.softplus(fake_logits).mean()
+
+
+def g_loss_bce(fake_logits: Tensor) -> Tensor:
+    return F.softplus(-fake_logits).mean()
+
+
+class PlainGANLoop:
+    """``G``, ``D`` and their optimizers, trained step by step on uint8 batches.
+
+    ``precision`` is ``"32-true"``, ``"bf16-mixed"`` or ``"16-mixed"`` (autocast; a GradScaler for fp16, updated
+    after every optimizer step as Lightning's MixedPrecision does).
+    """
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, opt_g: torch.optim.Optimizer,
+                 opt_d: torch.optim.Optimizer, device: torch.device | str = "cpu", n_critic: int = 1,
+                 channels_last: bool = False, precision: str = "32-true"):
+        self.g, self.d, self.opt_g, self.opt_d = generator, discriminator, opt_g, opt_d
+        self.device = torch.device(device)
+        self.n_critic, self.channels_last = n_critic, channels_last
+        self.latent_dim = generator.latent_dim
+        dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
+        self.autocast = (lambda: torch.autocast(self.device.type, dtype=dtype)) if dtype else contextlib.nullcontext
+        self.scaler = torch.amp.GradScaler(self.device.type) if precision == "16-mixed" else None
+
+    def _backward_step(self, loss: Tensor, opt: torch.optim.Optimizer) -> None:
+        if self.scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(opt)
+            self.scaler.update()
+
+    def step(self, batch: Tensor) -> None:
+        real = batch.to(self.device, non_blocking=True)
+        real = real.float() / 127.5 - 1.0
+        if self.channels_last:
+            real = real.contiguous(memory_format=torch.channels_last)
+        n = real.shape[0]
+        for i in range(self.n_critic):
+            with torch.set_grad_enabled(i == self.n_critic - 1), self.autocast():
+                fake = self.g(torch.randn(n, self.latent_dim, 1, 1, device=self.device))
+            with self.autocast():
+                d_loss = d_loss_bce(self.d(real), self.d(fake.detach()))
+            self.opt_d.zero_grad(set_to_none=True)
+            self._backward_step(d_loss, self.opt_d)
+        for p in self.d.parameters():
+            p.requires_grad_(False)
+        with self.autocast():
+            g_loss = g_loss_bce(self.d(fake))
+        self.opt_g.zero_grad(set_to_none=True)
+        self._backward_step(g_loss, self.opt_g)
+        for p in self.d.parameters():
+            p.requires_grad_(True)
+
+    def run(self, batches: Iterable[Tensor], warmup: int, steps: int) -> float:
+        """Train on ``warmup + steps`` batches; returns the seconds the last ``steps`` took (data fetch included)."""
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        it = iter(batches)
+        for _ in range(warmup):
+            self.step(next(it))
+        sync()
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.step(next(it))
+        sync()
+        return time.perf_counter() - start
