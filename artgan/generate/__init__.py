@@ -1,0 +1,86 @@
+"""generate.py's modes: sample, compare, interpolate, evaluate. See docs/generate.md."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from artgan.errors import ConfigError
+
+from .checkpoint import LoadedGenerator, load_generator, resolve_device
+
+log = logging.getLogger(__name__)
+
+MODES = ("sample", "compare", "interpolate", "evaluate")
+
+__all__ = ["MODES", "LoadedGenerator", "load_generator", "resolve_device", "run"]
+
+
+def _absolute(path: str) -> Path:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.utils import to_absolute_path
+
+        if HydraConfig.initialized():
+            return Path(to_absolute_path(str(path)))
+    except ImportError:  # pragma: no cover
+        pass
+    return Path(path).expanduser().absolute()
+
+
+def run(cfg: DictConfig) -> dict:
+    """Run the mode ``cfg.mode`` and return its results (also written under ``cfg.output_dir``)."""
+    mode = str(cfg.get("mode", "sample")).lower()
+    if mode not in MODES:
+        raise ConfigError(f"mode={cfg.get('mode')!r} is not a generate.py mode; choose one of: "
+                          f"{', '.join(MODES)} (sample is the default).")
+    if not cfg.get("output_dir"):
+        raise ConfigError("output_dir is not set; pass output_dir=DIR.")
+    device = resolve_device(cfg.get("device", "auto"))
+    ckpt = cfg.get("ckpt_path")
+    loaded = load_generator(_absolute(ckpt) if ckpt else ckpt, use_ema=bool(cfg.get("use_ema", True)),
+                            device=device)
+    out_dir = _absolute(cfg.output_dir)
+    seed, batch_size = int(cfg.seed), int(cfg.batch_size)
+    torch.set_grad_enabled(False)
+    log.info("Loaded %s: %s %d px, %s generator, on %s", loaded.path, loaded.spec["name"], loaded.resolution,
+             "EMA" if loaded.used_ema else "plain", device)
+
+    if mode == "sample":
+        from .sample import run_sample
+
+        result = run_sample(loaded, out_dir, int(cfg.num_images), seed, batch_size, progress=cfg.get("progress", "auto"))
+        print(f"Wrote {result['num_images']} images ({loaded.resolution} px) and grid.png to {out_dir} "
+              f"({result['images_per_second']:.1f} images/s on {device}).")
+    elif mode == "interpolate":
+        from .interpolate import run_interpolate
+
+        c = cfg.interpolate
+        result = run_interpolate(loaded, out_dir, int(c.num_points), int(c.steps), seed, batch_size,
+                                 closed=bool(c.closed), frame_ms=int(c.frame_ms))
+        print(f"Wrote {result['grid']} and {result['gif']} ({result['frames']} frames).")
+    else:
+        from .data import build_datamodule
+
+        cache_dir = str(_absolute(cfg.paths.cache_dir))
+        datamodule, desc = build_datamodule(cfg.get("data"), loaded.run_dir, loaded.resolution, cache_dir)
+        if mode == "compare":
+            from .compare import print_compare, run_compare
+
+            result = run_compare(loaded, datamodule, desc, out_dir, cfg.compare, seed, batch_size, cache_dir,
+                                 device)
+            print_compare(result)
+        else:
+            from .evaluate import print_metrics, run_evaluate
+
+            result = run_evaluate(loaded, datamodule, desc, out_dir, cfg.evaluate, seed, batch_size, cache_dir,
+                                  device)
+            print_metrics(result)
+            print(f"Wrote {out_dir / 'metrics.json'}")
+    if mode in ("sample", "interpolate"):  # compare.json and metrics.json are written by their modes
+        (out_dir / f"{mode}.json").write_text(json.dumps(result, indent=1))
+    return result

@@ -1,0 +1,219 @@
+"""generate.py: every mode on a checkpoint that train.py writes inside the test, and every bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from conftest import FAST_TRAIN, REPO, run_script
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from artgan.cli import user_errors_exit
+from artgan.errors import ArtGANError
+from artgan.generate import load_generator, run
+from artgan.generate.compare import diversity, nearest_neighbours
+from artgan.generate.data import data_settings
+from artgan.generate.interpolate import slerp
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A checkpoint written by train.py (a few steps, with an EMA generator), and its run directory."""
+    tmp = tmp_path_factory.mktemp("gen_train")
+    # Only the checkpointing callbacks: samples / metrics / plots would cost more than the training.
+    proc = run_script("train.py", *FAST_TRAIN, "logger=none", "model.ema_decay=0.9", "callbacks.samples=null",
+                      "callbacks.metrics=null", "callbacks.plots=null", f"hydra.run.dir={tmp / 'run'}",
+                      env={"ARTGAN_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "artgan-cache")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = tmp / "run" / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file()
+    return ckpt
+
+
+@pytest.fixture(scope="module")
+def art_folder(tmp_path_factory):
+    """A small folder of random PNGs of assorted sizes, standing in for a training set."""
+    root = tmp_path_factory.mktemp("art")
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        h, w = rng.integers(64, 96, size=2)
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / f"img_{i}.png")
+    return root
+
+
+def cfg_for(*overrides):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("generate", overrides=["device=cpu", *overrides])
+
+
+def run_cli(capsys, *overrides) -> tuple[int, str]:
+    """generate.py's task in-process, wrapped like the script: (exit code, stderr)."""
+    with pytest.raises(SystemExit) as exc:
+        user_errors_exit(run)(cfg_for(*overrides))
+    return exc.value.code, capsys.readouterr().err
+
+
+def assert_one_paragraph(err: str, *needles: str) -> None:
+    assert "Traceback" not in err
+    message = err.strip()
+    assert message.startswith("Error: ") and "\n" not in message, message
+    for needle in needles:
+        assert needle in message, message
+
+
+# ------------------------------------------------------------------------------------------- modes
+def test_sample_cli_writes_pngs_and_grid_reproducibly(trained, tmp_path):
+    out = tmp_path / "a"
+    proc = run_script("generate.py", f"ckpt_path={trained}", "num_images=5", "batch_size=2", "seed=3",
+                      f"output_dir={out}", f"hydra.run.dir={tmp_path / 'hydra'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    pngs = sorted(out.glob("0*.png"))
+    assert len(pngs) == 5 and (out / "grid.png").is_file()
+    assert Image.open(pngs[0]).size == (64, 64)  # the checkpoint's resolution, no model=... needed
+    # Same seed, other batch size, in-process: the same pixels.
+    run(cfg_for(f"ckpt_path={trained}", "num_images=5", "batch_size=5", "seed=3", f"output_dir={tmp_path / 'b'}"))
+    for p in pngs:
+        assert np.array_equal(np.asarray(Image.open(p)), np.asarray(Image.open(tmp_path / "b" / p.name)))
+    info = json.loads((out / "sample.json").read_text())
+    assert info["used_ema"] is True and info["num_images"] == 5
+
+
+def test_ema_generator_is_used_when_present(trained):
+    ema, plain = load_generator(trained, use_ema=True), load_generator(trained, use_ema=False)
+    assert ema.used_ema and not plain.used_ema
+    ckpt = torch.load(trained, weights_only=True)
+    sd = ckpt["state_dict"]
+    w = "net.0.weight"
+    assert torch.equal(ema.generator.state_dict()[w], sd[f"generator_ema.module.{w}"])
+    assert torch.equal(plain.generator.state_dict()[w], sd[f"generator.{w}"])
+    assert not torch.equal(sd[f"generator_ema.module.{w}"], sd[f"generator.{w}"])
+
+
+def test_interpolate_grid_and_gif(trained, tmp_path):
+    result = run(cfg_for("mode=interpolate", f"ckpt_path={trained}", "interpolate.num_points=3",
+                         "interpolate.steps=2", "interpolate.closed=false", f"output_dir={tmp_path}"))
+    grid = Image.open(tmp_path / "interpolation.png")
+    assert grid.size == (4 * 66 + 2, 2 * 66 + 2)  # 2 segments x (2 ends + 2 steps), 64 px + 2 px padding
+    gif = Image.open(tmp_path / "interpolation.gif")
+    assert gif.n_frames == result["frames"] == 2 * 3 + 1
+
+
+def test_slerp_keeps_ends_and_norm():
+    a, b = torch.randn(128), torch.randn(128)
+    b = b / b.norm() * a.norm()
+    path = slerp(a, b, torch.linspace(0, 1, 7))
+    assert torch.allclose(path[0], a, atol=1e-5) and torch.allclose(path[-1], b, atol=1e-5)
+    assert torch.allclose(path.norm(dim=1), a.norm().expand(7), rtol=1e-4)  # stays on the sphere
+    assert torch.allclose(slerp(a, a, torch.tensor([0.5]))[0], a, atol=1e-5)  # parallel: no NaN
+
+
+def test_compare_picture_and_diversity(trained, art_folder, tmp_path):
+    result = run(cfg_for("mode=compare", f"ckpt_path={trained}", f"data.root={art_folder}", "compare.k=3",
+                         "compare.num_rows=2", "compare.num_generated=6", f"output_dir={tmp_path}"))
+    picture = Image.open(tmp_path / "compare.png")
+    assert picture.width > 4 * 64 and picture.height > 2 * 64
+    saved = json.loads((tmp_path / "compare.json").read_text())
+    assert saved["num_real"] == 10 and len(saved["rows"]) == 2 and len(saved["rows"][0]["neighbours"]) == 3
+    assert saved["rows"][0]["neighbours"][0]["file"].startswith("img_")
+    assert 0 < result["diversity"]["diversity_ratio"] < 10
+
+
+def test_nearest_neighbours_find_a_copy_and_diversity_ratio():
+    real = torch.randn(20, 32)
+    fake = torch.cat([real[7:8] * 3.0, torch.randn(3, 32)])  # a scaled copy: cosine distance 0
+    dist, idx = nearest_neighbours(fake, real, k=2)
+    assert idx[0, 0] == 7 and dist[0, 0] < 1e-6 and (dist[:, 0] <= dist[:, 1]).all()
+    assert diversity(real, real)["diversity_ratio"] == pytest.approx(1.0)
+    collapsed = diversity(real[:1].repeat(20, 1) + 1e-3 * torch.randn(20, 32), real)
+    assert collapsed["diversity_ratio"] < 0.01
+
+
+def test_evaluate_writes_fid_kid(trained, art_folder, tmp_path, capsys):
+    run(cfg_for("mode=evaluate", f"ckpt_path={trained}", f"data.root={art_folder}", "evaluate.num_fake=8",
+                "evaluate.kid_subset_size=4", "evaluate.kid_subsets=5", f"output_dir={tmp_path}"))
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["metrics"]["fid_effnet"] > 0 and saved["metrics"]["kid_effnet"] is not None
+    assert saved["num_real"] == 10 and saved["num_fake"] == 8 and saved["metrics"]["js"] >= 0
+    assert "fid_effnet" in capsys.readouterr().out
+
+
+def test_real_images_default_to_the_training_data(trained, art_folder):
+    run_dir = trained.parent.parent
+    settings, _ = data_settings({}, run_dir)
+    assert settings["source"] == "procedural" and settings["num_images"] == 64
+    settings, _ = data_settings({"root": str(art_folder), "border_crop": 0.1}, run_dir)
+    assert settings["source"] == "folder" and settings["border_crop"] == 0.1 and "num_images" not in settings
+
+
+# -------------------------------------------------------------------------------------- bad inputs
+def test_missing_checkpoint_cli(tmp_path):
+    proc = run_script("generate.py", f"ckpt_path={tmp_path / 'nope.ckpt'}", f"output_dir={tmp_path}",
+                      f"hydra.run.dir={tmp_path / 'hydra'}")
+    assert proc.returncode != 0
+    assert_one_paragraph(proc.stderr.strip().split("\n\n")[-1], "no such file")
+    assert "Traceback" not in proc.stderr
+
+
+class _Evil:
+    marker = ""
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_malicious_pickle_is_refused_without_running_it(tmp_path, capsys):
+    _Evil.marker = str(tmp_path / "pwned")
+    path = tmp_path / "evil.ckpt"
+    with open(path, "wb") as f:
+        pickle.dump({"artgan": {}, "state_dict": _Evil()}, f)
+    torch.save({"artgan": {}, "state_dict": _Evil()}, tmp_path / "evil_zip.ckpt")
+    for p in (path, tmp_path / "evil_zip.ckpt"):
+        code, err = run_cli(capsys, f"ckpt_path={p}", f"output_dir={tmp_path}")
+        assert code != 0
+        assert_one_paragraph(err, "not an ArtGAN checkpoint")
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("case", ["directory", "truncated", "foreign", "empty", "not_torch"])
+def test_bad_checkpoint_files(case, trained, tmp_path, capsys):
+    path = tmp_path / "x.ckpt"
+    if case == "directory":
+        path = trained.parent
+        needle = "is a directory"
+    elif case == "truncated":
+        path.write_bytes(trained.read_bytes()[: trained.stat().st_size // 2])
+        needle = "truncated or corrupt"
+    elif case == "foreign":
+        torch.save({"state_dict": {}}, path)
+        needle = "no 'artgan' section"
+    elif case == "empty":
+        path.write_bytes(b"")
+        needle = "truncated or corrupt"
+    else:
+        path.write_text("hello, I am a text file\n")
+        needle = "truncated or corrupt"
+    code, err = run_cli(capsys, f"ckpt_path={path}", f"output_dir={tmp_path / 'out'}")
+    assert code != 0
+    assert_one_paragraph(err, needle)
+    if case == "directory":
+        assert "last.ckpt" in err  # points at the file to use
+
+
+def test_unknown_mode_and_missing_ckpt_path(trained, tmp_path, capsys):
+    code, err = run_cli(capsys, "mode=paint", f"ckpt_path={trained}", f"output_dir={tmp_path}")
+    assert code == 2
+    assert_one_paragraph(err, "sample, compare, interpolate, evaluate")
+    code, err = run_cli(capsys, f"output_dir={tmp_path}")
+    assert code != 0
+    assert_one_paragraph(err, "ckpt_path is not set")
+
+
+def test_load_generator_raises_artgan_error(tmp_path):
+    with pytest.raises(ArtGANError, match="no such file"):
+        load_generator(tmp_path / "missing.ckpt")
