@@ -71,7 +71,11 @@ def relaunches_script(strategy, trainer_cfg: DictConfig) -> bool:
 
 def processes_created_externally() -> bool:
     """SLURM (srun / submitit), torchrun or LSF started one process per rank already."""
-    from lightning.fabric.plugins.environments import LSFEnvironment, SLURMEnvironment, TorchElasticEnvironment
+    from lightning.fabric.plugins.environments import (
+        LSFEnvironment,
+        SLURMEnvironment,
+        TorchElasticEnvironment,
+    )
 
     return any(env.detect() for env in (SLURMEnvironment, TorchElasticEnvironment, LSFEnvironment))
 

@@ -7,7 +7,8 @@ generator updates (``train/g_steps``) and real images seen (``train/images_seen`
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import lightning as L
 import torch
@@ -105,8 +106,44 @@ class GANModule(L.LightningModule):
         return torch.randn(n, self.latent_dim, 1, 1, device=self.device)
 
     def sampling_generator(self) -> nn.Module:
-        """The network to sample from: the EMA generator when there is one."""
-        return self.generator_ema.module if self.generator_ema is not None else self.generator
+        """The network to sample from: the EMA generator when there is one (its BatchNorm statistics
+        recomputed for its own weights first, see :meth:`refresh_ema_batchnorm`)."""
+        if self.generator_ema is None:
+            return self.generator
+        self.refresh_ema_batchnorm()
+        return self.generator_ema.module
+
+    @torch.no_grad()
+    def refresh_ema_batchnorm(self, num_batches: int = 2, batch_size: int = 64, seed: int = 0) -> None:
+        """Recompute the EMA generator's BatchNorm running statistics for the EMA weights.
+
+        The averaged running statistics do not match the averaged weights: averaging weights that still move
+        (early training, short runs) shrinks the activations, so the eval-mode EMA generator would paint
+        washed-out grey images. Like ``torch.optim.swa_utils.update_bn``, this resets the statistics and
+        re-estimates them (cumulative average) from ``num_batches`` train-mode forward passes of seeded noise
+        (its own RNG: the training RNG streams are untouched). Done at most once per training step.
+        """
+        if self.generator_ema is None or getattr(self, "_ema_bn_step", None) == self.global_step:
+            return
+        net = self.generator_ema.module
+        norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if norms:
+            saved = [(m.momentum, type(m)) for m in norms]
+            was_training = net.training
+            for m in norms:
+                m.reset_running_stats()
+                m.momentum = None  # cumulative moving average over the refresh batches
+                if isinstance(m, nn.SyncBatchNorm):  # sync_batchnorm=true: local statistics, no collective
+                    m.__class__ = nn.BatchNorm2d  # (every rank draws the same noise, so they agree anyway)
+            net.train()
+            gen = torch.Generator(device=self.fixed_noise.device).manual_seed(seed)
+            for _ in range(num_batches):
+                net(torch.randn(batch_size, self.latent_dim, 1, 1, device=self.fixed_noise.device, generator=gen))
+            for m, (momentum, cls) in zip(norms, saved):
+                m.momentum = momentum
+                m.__class__ = cls
+            net.train(was_training)
+        self._ema_bn_step = self.global_step
 
     @torch.no_grad()
     def sample(self, z: Tensor | None = None, n: int | None = None, batch_size: int = 256) -> Tensor:
@@ -196,6 +233,15 @@ class GANModule(L.LightningModule):
 
     # ---------------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.generator_ema is not None:
+            # generate.py and resumed runs get EMA BatchNorm statistics that fit the EMA weights.
+            self.refresh_ema_batchnorm()
+            state = checkpoint.get("state_dict")
+            if isinstance(state, dict):
+                for name, buf in self.generator_ema.named_buffers():
+                    key = f"generator_ema.{name}"
+                    if key in state:
+                        state[key] = buf.detach().clone()
         checkpoint["artgan"] = {
             "version": CHECKPOINT_FORMAT_VERSION,
             "generator": self.generator.spec(),

@@ -7,8 +7,8 @@ Every loss works on raw discriminator outputs (logits). ``d_loss(real, fake)`` i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

@@ -3,11 +3,10 @@
 import lightning as L
 import pytest
 import torch
+from conftest import REPO
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader
-
-from conftest import REPO
 
 
 def build_module(*overrides):

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import FAST_TRAIN, REPO
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
@@ -25,8 +26,6 @@ from artgan.callbacks.divergence import DivergenceGuard, TrainingDiverged
 from artgan.cli import user_errors_exit
 from artgan.config_validation import validate
 from artgan.errors import ConfigError
-
-from conftest import FAST_TRAIN, REPO
 
 BATCHES_PER_EPOCH = 4  # data.num_images=64 / data.batch_size=16
 CALLBACKS = "callbacks=[model_checkpoint,last_checkpoint,preemption,divergence_guard,tensorboard_resume]"

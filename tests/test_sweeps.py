@@ -6,12 +6,12 @@ import math
 
 import pytest
 import yaml
+from conftest import FAST_TRAIN, REPO, run_script
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from artgan import distributed
 from artgan.errors import ConfigError
-from conftest import FAST_TRAIN, REPO, run_script
 
 QUICK = [*FAST_TRAIN, "trainer.limit_train_batches=2", "callbacks.metrics=null", "callbacks.samples.num_images=16",
          "callbacks.samples.num_real_vs_fake=8", "callbacks.plots=null"]

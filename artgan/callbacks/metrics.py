@@ -57,6 +57,11 @@ FID_DEFAULTS = {
 }
 
 
+def _logger_step(trainer: L.Trainer) -> int:
+    """The x value Lightning's own self.log uses: batches so far (global_step counts both optimizers)."""
+    return trainer.fit_loop.epoch_loop._batches_that_stepped
+
+
 def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
 
@@ -135,7 +140,7 @@ class MetricsCallback(Callback):
             # here, so write to the loggers and callback_metrics directly.
             results = self.evaluate(trainer, pl_module)
             for lg in trainer.loggers:
-                lg.log_metrics(results, step=trainer.global_step)
+                lg.log_metrics(results, step=_logger_step(trainer))
             trainer.callback_metrics.update({k: torch.tensor(v) for k, v in results.items()})
         if self.log_hparams:
             self._log_hparams(trainer, pl_module)
@@ -263,5 +268,5 @@ class MetricsCallback(Callback):
             if isinstance(lg, TensorBoardLogger):
                 # train.py logged the flat config at the start (lg.hparams keeps it); re-log it with metrics.
                 params = dict(lg.hparams) if lg.hparams else dict(pl_module.hparams)
-                lg.log_hyperparams(params, metrics=final, step=trainer.global_step)
+                lg.log_hyperparams(params, metrics=final, step=_logger_step(trainer))
                 lg.experiment.flush()

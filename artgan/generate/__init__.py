@@ -34,6 +34,11 @@ def _absolute(path: str) -> Path:
 
 def run(cfg: DictConfig) -> dict:
     """Run the mode ``cfg.mode`` and return its results (also written under ``cfg.output_dir``)."""
+    with torch.no_grad():  # scoped: callers in the same process (tests, notebooks) keep autograd
+        return _run(cfg)
+
+
+def _run(cfg: DictConfig) -> dict:
     mode = str(cfg.get("mode", "sample")).lower()
     if mode not in MODES:
         raise ConfigError(f"mode={cfg.get('mode')!r} is not a generate.py mode; choose one of: "
@@ -46,7 +51,6 @@ def run(cfg: DictConfig) -> dict:
                             device=device)
     out_dir = _absolute(cfg.output_dir)
     seed, batch_size = int(cfg.seed), int(cfg.batch_size)
-    torch.set_grad_enabled(False)
     log.info("Loaded %s: %s %d px, %s generator, on %s", loaded.path, loaded.spec["name"], loaded.resolution,
              "EMA" if loaded.used_ema else "plain", device)
 
