@@ -13,7 +13,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from torchmetrics import MeanMetric
 
 from artgan.data.transforms import to_model_range
@@ -21,6 +21,28 @@ from artgan.losses import get_loss, gradient_penalty, r1_penalty
 
 CHECKPOINT_FORMAT_VERSION = 1
 LOGGED_STATS = ("d_loss", "g_loss", "d_real", "d_fake", "d_acc_real", "d_acc_fake")
+
+
+class EMAWithWarmup:
+    """EMA update for ``AveragedModel`` whose decay ramps up as min(decay, (1 + n) / (10 + n)).
+
+    A fixed decay of 0.999 would leave the EMA generator mostly at its random init for the first
+    thousands of steps (a short CPU run shows grey noise); the ramp-up tracks the live weights early and
+    averages over ~1 / (1 - decay) steps later. The decay stays a device tensor: no host sync per step.
+    A class, not a closure, so the module pickles for ``ddp_spawn``.
+    """
+
+    def __init__(self, decay: float):
+        self.decay = decay
+
+    @torch.no_grad()
+    def __call__(self, ema_params: list[Tensor], params: list[Tensor], num_averaged: Tensor) -> None:
+        if not ema_params[0].is_floating_point():  # integer buffers (BatchNorm's batch counter): copy
+            torch._foreach_copy_(ema_params, params)
+            return
+        decay = ((1.0 + num_averaged) / (10.0 + num_averaged)).clamp(max=self.decay).to(ema_params[0].dtype)
+        torch._foreach_mul_(ema_params, decay)
+        torch._foreach_add_(ema_params, torch._foreach_mul(params, 1.0 - decay))
 
 
 class GANModule(L.LightningModule):
@@ -62,7 +84,7 @@ class GANModule(L.LightningModule):
         # EMA of G (Karras et al.): smoother weights for samples, metrics and generate.py. Buffers (BatchNorm
         # running statistics) are averaged too, so the EMA generator is usable in eval mode.
         self.generator_ema = (
-            AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+            AveragedModel(generator, multi_avg_fn=EMAWithWarmup(ema_decay), use_buffers=True)
             if ema_decay else None
         )
         noise = torch.randn(num_fixed_samples, self.latent_dim, 1, 1,
