@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 
 # The module converts uint8 batches on the device on purpose; Lightning warns that a datamodule is also set.
 warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer` in `LightningModule`.*")
+# FID/KID/KL are synced inside their metric objects before they are logged, identical on every rank.
+warnings.filterwarnings("ignore", message=r".*recommended to use `self.log\('metrics/.*sync_dist=True.*")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)`? is deprecated.*")
 
 
