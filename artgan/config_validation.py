@@ -9,12 +9,12 @@ many GPUs are visible, no image decoding (a folder is only listed).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
 from artgan.errors import ConfigError
+from artgan.paths import absolute_path
 
 MIN_RESOLUTION, MAX_RESOLUTION = 64, 512
 D_NORMS = ("batch", "instance", "none")
@@ -104,7 +104,7 @@ def dataset_size(data: DictConfig) -> int | None:
     elif data.get("source") == "folder" and data.get("root"):
         from artgan.data.discovery import find_images  # lists files only; raises a clear error if missing
 
-        n = len(find_images(_absolute(data.root)))
+        n = len(find_images(absolute_path(data.root)))
     else:
         return None
     return min(n, int(subset)) if subset is not None else n
@@ -216,9 +216,9 @@ def _check_ckpt_path(cfg: DictConfig) -> None:
     ckpt = cfg.get("ckpt_path")
     if ckpt in (None, "auto", "last", "hpc", "best", "registry") or "://" in str(ckpt):
         return
-    if not _absolute(ckpt).is_file():
+    if not absolute_path(ckpt).is_file():
         raise ConfigError(
-            f"ckpt_path={ckpt!r} does not exist (resolved to {_absolute(ckpt)}). Point it at a checkpoint such as "
+            f"ckpt_path={ckpt!r} does not exist (resolved to {absolute_path(ckpt)}). Point it at a checkpoint such as "
             "outputs/train/<run>/checkpoints/last.ckpt, or use ckpt_path=auto with hydra.run.dir=<run dir> to "
             "resume a run when it has a last.ckpt and start fresh otherwise."
         )
@@ -239,14 +239,3 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _absolute(path: str | os.PathLike) -> Path:
-    """Command-line paths are relative to where the user launched (Hydra may change the working dir)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.utils import to_absolute_path
-
-        if HydraConfig.initialized():
-            return Path(to_absolute_path(str(path)))
-    except ImportError:
-        pass
-    return Path(path).expanduser().absolute()

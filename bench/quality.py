@@ -82,16 +82,9 @@ BENCH_OVERRIDES = [
 def machine() -> dict:
     import lightning as L
     import torch
+    from machine import cpu_model, usable_cores  # bench/machine.py, beside this script
 
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpu, cores = cpu_model(), usable_cores()
     return {"cpu": cpu, "cores": cores, "torch": torch.__version__, "lightning": L.__version__,
             "python": platform.python_version(), "gpu": "none (CPU run)"}
 

@@ -19,7 +19,6 @@ only) drops the logger and callbacks (logger=none callbacks=none).
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import statistics
 import sys
@@ -62,15 +61,9 @@ STEPS = {"dcgan64": (6, 50), "dcgan128": (3, 30), "dcgan256": (1, 20), "dcgan512
 
 # ------------------------------------------------------------------------------------------- machine
 def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    from machine import cpu_model, usable_cores  # bench/machine.py, beside this script
+
+    cpu, cores = cpu_model(), usable_cores()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return (f"CPU {cpu}, {cores} cores usable (torch threads {torch.get_num_threads()}); GPU {gpu}; "
             f"torch {torch.__version__}, lightning {L.__version__}, Python {platform.python_version()}")

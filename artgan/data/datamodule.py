@@ -1,8 +1,6 @@
 """ArtDataModule: the decode-once cache served as uint8 batches (B, 3, R, R)."""
 
 import logging
-import os
-from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -10,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from artgan.errors import ArtGANError
+from artgan.paths import absolute_path
 
 from . import procedural
 from .cache import cache_key, decode_folder, file_identity, load_or_build
@@ -20,19 +19,6 @@ log = logging.getLogger(__name__)
 
 # Random crops need spare pixels: the cache then stores images at 1.125x the resolution.
 RANDOM_CROP_MARGIN = 1.125
-
-
-def _absolute(path: str | os.PathLike) -> Path:
-    """Paths from the command line are relative to where the user launched, even if Hydra chdir'ed."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.utils import to_absolute_path
-
-        if HydraConfig.initialized():
-            return Path(to_absolute_path(str(path)))
-    except ImportError:
-        pass
-    return Path(path).expanduser().absolute()
 
 
 class CachedImages(Dataset):
@@ -164,7 +150,7 @@ class ArtDataModule(L.LightningDataModule):
                     )
                     return images, {}
             else:
-                root = _absolute(self.root)
+                root = absolute_path(self.root)
                 files = find_images(root)
                 identity = {
                     "source": "folder",
@@ -203,7 +189,7 @@ class ArtDataModule(L.LightningDataModule):
         if self._images is not None:
             return
         identity, build = self._identity()
-        self._images, self.manifest = load_or_build(_absolute(self.cache_dir), identity, build)
+        self._images, self.manifest = load_or_build(absolute_path(self.cache_dir), identity, build)
         log.info(
             "Data: %d %s images at %d px (cache %s)",
             len(self._images),

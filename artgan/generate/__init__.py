@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
 
 from artgan.errors import ConfigError
+from artgan.paths import absolute_path
 
 from .checkpoint import LoadedGenerator, load_generator, resolve_device
 
@@ -18,18 +18,6 @@ log = logging.getLogger(__name__)
 MODES = ("sample", "compare", "interpolate", "evaluate")
 
 __all__ = ["MODES", "LoadedGenerator", "load_generator", "resolve_device", "run"]
-
-
-def _absolute(path: str) -> Path:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.utils import to_absolute_path
-
-        if HydraConfig.initialized():
-            return Path(to_absolute_path(str(path)))
-    except ImportError:  # pragma: no cover
-        pass
-    return Path(path).expanduser().absolute()
 
 
 def run(cfg: DictConfig) -> dict:
@@ -47,9 +35,9 @@ def _run(cfg: DictConfig) -> dict:
         raise ConfigError("output_dir is not set; pass output_dir=DIR.")
     device = resolve_device(cfg.get("device", "auto"))
     ckpt = cfg.get("ckpt_path")
-    loaded = load_generator(_absolute(ckpt) if ckpt else ckpt, use_ema=bool(cfg.get("use_ema", True)),
+    loaded = load_generator(absolute_path(ckpt) if ckpt else ckpt, use_ema=bool(cfg.get("use_ema", True)),
                             device=device)
-    out_dir = _absolute(cfg.output_dir)
+    out_dir = absolute_path(cfg.output_dir)
     seed, batch_size = int(cfg.seed), int(cfg.batch_size)
     log.info("Loaded %s: %s %d px, %s generator, on %s", loaded.path, loaded.spec["name"], loaded.resolution,
              "EMA" if loaded.used_ema else "plain", device)
@@ -70,7 +58,7 @@ def _run(cfg: DictConfig) -> dict:
     else:
         from .data import build_datamodule
 
-        cache_dir = str(_absolute(cfg.paths.cache_dir))
+        cache_dir = str(absolute_path(cfg.paths.cache_dir))
         datamodule, desc = build_datamodule(cfg.get("data"), loaded.run_dir, loaded.resolution, cache_dir)
         if mode == "compare":
             from .compare import print_compare, run_compare
