@@ -87,36 +87,38 @@ def _empty(ax, text: str) -> None:
     ax.set_yticks([])
 
 
-def plot_losses(rows: list[dict], path: Path, dpi: int = 110) -> None:
-    fig = Figure(figsize=(7, 4), dpi=dpi)
-    ax = fig.add_subplot()
-    drawn = _line(ax, *_series(rows, "d_loss"), "discriminator (D) loss", COLORS["d"])
-    drawn |= _line(ax, *_series(rows, "g_loss"), "generator (G) loss", COLORS["g"])
-    _style(ax, "Losses per epoch (epoch means)", "loss")
+def _panel(ax, rows: list[dict], series: list[tuple[str, str, str]], title: str, ylabel: str,
+           empty_text: str | None = "no epoch finished") -> None:
+    """One axes with a line per (key, label, colour) of the per-epoch rows, a legend, or a note if empty."""
+    drawn = False
+    for key, label, color in series:
+        drawn |= _line(ax, *_series(rows, key), label, color)
+    _style(ax, title, ylabel)
     if drawn:
         ax.legend(frameon=False)
-    else:
-        _empty(ax, "no epoch finished")
+    elif empty_text:
+        _empty(ax, empty_text)
+
+
+def plot_losses(rows: list[dict], path: Path, dpi: int = 110) -> None:
+    fig = Figure(figsize=(7, 4), dpi=dpi)
+    _panel(fig.add_subplot(), rows, [("d_loss", "discriminator (D) loss", COLORS["d"]),
+                                     ("g_loss", "generator (G) loss", COLORS["g"])],
+           "Losses per epoch (epoch means)", "loss")
     _save(fig, path)
 
 
 def plot_scores(rows: list[dict], path: Path, dpi: int = 110) -> None:
     fig = Figure(figsize=(11, 4), dpi=dpi)
     ax1, ax2 = fig.subplots(1, 2)
-    drawn = _line(ax1, *_series(rows, "d_real"), "real images: D(x)", COLORS["real"])
-    drawn |= _line(ax1, *_series(rows, "d_fake"), "generated images: D(G(z))", COLORS["fake"])
-    _style(ax1, "Discriminator's mean score per epoch", "mean score")
-    if drawn:
-        ax1.legend(frameon=False)
-    else:
-        _empty(ax1, "no epoch finished")
-    drawn = _line(ax2, *_series(rows, "d_acc_real"), "real called real", COLORS["real"])
-    drawn |= _line(ax2, *_series(rows, "d_acc_fake"), "generated called fake", COLORS["fake"])
+    _panel(ax1, rows, [("d_real", "real images: D(x)", COLORS["real"]),
+                       ("d_fake", "generated images: D(G(z))", COLORS["fake"])],
+           "Discriminator's mean score per epoch", "mean score")
     ax2.axhline(0.5, color="0.5", linestyle=":", linewidth=1)
     ax2.set_ylim(-0.03, 1.03)
-    _style(ax2, "Discriminator's accuracy per epoch", "accuracy")
-    if drawn:
-        ax2.legend(frameon=False)
+    _panel(ax2, rows, [("d_acc_real", "real called real", COLORS["real"]),
+                       ("d_acc_fake", "generated called fake", COLORS["fake"])],
+           "Discriminator's accuracy per epoch", "accuracy", empty_text=None)
     _save(fig, path)
 
 
