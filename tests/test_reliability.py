@@ -177,34 +177,41 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
 
 
-def _fake_trainer(**metrics):
+def _fake_trainer():
     return SimpleNamespace(
-        callback_metrics={f"train/{k}_step": torch.tensor(v) for k, v in metrics.items()},
         log_every_n_steps=1, world_size=1, current_epoch=3, global_step=40, checkpoint_callbacks=[],
         fit_loop=SimpleNamespace(total_batch_idx=19, epoch_loop=SimpleNamespace(_batches_that_stepped=19)),
         state=SimpleNamespace(fn="fit"),
     )
 
 
+def _module_after_a_step(loss="bce", **stats):
+    return SimpleNamespace(hparams=SimpleNamespace(loss=loss), step_stats={k: torch.tensor(v) for k, v in stats.items()})
+
+
 def test_divergence_guard_d_wins_needs_patience_consecutive_checks():
-    guard = DivergenceGuard(patience=3)
-    module = SimpleNamespace(hparams=SimpleNamespace(loss="bce"))
-    winning = _fake_trainer(d_loss=0.01, g_loss=9.0, d_acc_real=1.0, d_acc_fake=1.0)
-    fine = _fake_trainer(d_loss=1.2, g_loss=1.0, d_acc_real=0.6, d_acc_fake=0.5)
-    for trainer in (winning, winning, fine, winning, winning):  # a good check resets the count
+    guard, trainer = DivergenceGuard(patience=3), _fake_trainer()
+    winning = _module_after_a_step(d_loss=0.01, g_loss=9.0, d_acc_real=1.0, d_acc_fake=1.0)
+    fine = _module_after_a_step(d_loss=1.2, g_loss=1.0, d_acc_real=0.6, d_acc_fake=0.5)
+    for module in (winning, winning, fine, winning, winning):  # a good check resets the count
         guard.on_train_batch_end(trainer, module, None, None, 0)
     with pytest.raises(TrainingDiverged, match=r"epoch 3, step 19 .*D wins completely.*3 consecutive checks"):
-        guard.on_train_batch_end(winning, module, None, None, 0)
+        guard.on_train_batch_end(trainer, winning, None, None, 0)
     # wgan-gp: accuracy says nothing about an unbounded critic, only non-finite losses count.
     wgan = DivergenceGuard(patience=1)
-    wgan.on_train_batch_end(winning, SimpleNamespace(hparams=SimpleNamespace(loss="wgan-gp")), None, None, 0)
+    wgan.on_train_batch_end(trainer, _module_after_a_step("wgan-gp", d_loss=0.01, g_loss=9.0, d_acc_real=1.0,
+                                                          d_acc_fake=1.0), None, None, 0)
 
 
-def test_divergence_guard_refuses_to_save_nan_weights():
-    guard = DivergenceGuard()
+def test_divergence_guard_refuses_to_save_nan_weights_or_losses():
+    guard, trainer = DivergenceGuard(), _fake_trainer()
     net = torch.nn.Linear(2, 2)
-    trainer = _fake_trainer(d_loss=1.0, g_loss=1.0)
+    net.step_stats = {"d_loss": torch.tensor(1.0), "g_loss": torch.tensor(1.0)}
     guard.on_save_checkpoint(trainer, net, {})  # finite: the save goes on
+    net.step_stats["g_loss"] = torch.tensor(float("inf"))
+    with pytest.raises(TrainingDiverged, match="non-finite weights or losses"):
+        guard.on_save_checkpoint(trainer, net, {})
+    net.step_stats["g_loss"] = torch.tensor(1.0)
     with torch.no_grad():
         net.weight[0, 0] = float("nan")
     with pytest.raises(TrainingDiverged, match="non-finite weights"):

@@ -4,7 +4,7 @@ Diverged means: a non-finite ``d_loss`` or ``g_loss`` (at once), or D winning co
 nearly every real and fake correctly (``d_acc_real`` and ``d_acc_fake`` >= ``d_acc_threshold``) while
 ``g_loss`` >= ``g_loss_threshold``, for ``patience`` consecutive checks. The check runs every
 ``check_every_n_steps`` batches (default: ``trainer.log_every_n_steps``), costing one host sync then; the
-per-step values are read from the module's logged step metrics, which stay on the device.
+per-step values are read from the module's ``step_stats`` (this step's losses, kept on the device).
 
 The "keep the last good checkpoint" part: before any checkpoint is written (``on_save_checkpoint``, which runs
 before the file is touched) the latest losses and every parameter of G, D and the EMA generator are checked;
@@ -60,7 +60,7 @@ class DivergenceGuard(Callback):
         every = self.check_every_n_steps or max(1, trainer.log_every_n_steps)
         if (trainer.fit_loop.total_batch_idx + 1) % every:
             return
-        values = self._latest(trainer)
+        values = self._latest(pl_module)
         if values is None:
             return
         reason = self._judge(values, pl_module)
@@ -71,9 +71,9 @@ class DivergenceGuard(Callback):
         if reason is not None:
             self._stop(trainer, reason)
 
-    def _latest(self, trainer) -> dict[str, float] | None:
-        metrics = trainer.callback_metrics
-        tensors = [metrics.get(f"train/{k}_step") for k in STATS]
+    def _latest(self, pl_module) -> dict[str, float] | None:
+        stats = getattr(pl_module, "step_stats", {})
+        tensors = [stats.get(k) for k in STATS]
         if any(t is None for t in tensors):
             return None
         values = torch.stack([t.detach().float().reshape(()) for t in tensors]).cpu().tolist()  # one sync
@@ -101,9 +101,8 @@ class DivergenceGuard(Callback):
             return
         finite = [torch.stack([p.detach().isfinite().all() for p in pl_module.parameters()]).all()]
         finite += [t.detach().isfinite().all() for t in pl_module.buffers() if t.is_floating_point()]
-        metrics = trainer.callback_metrics
-        finite += [metrics[f"train/{k}_step"].isfinite().all() for k in ("d_loss", "g_loss")
-                   if f"train/{k}_step" in metrics]
+        stats = getattr(pl_module, "step_stats", {})
+        finite += [stats[k].isfinite().all() for k in ("d_loss", "g_loss") if k in stats]
         if not bool(torch.stack([f.to(finite[0].device) for f in finite]).all()):
             self._stop(trainer, "non-finite weights or losses found while saving a checkpoint (the save was "
                                 "skipped)")
