@@ -6,6 +6,7 @@ import torch
 from conftest import REPO
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger
 from torch.utils.data import DataLoader
 
 
@@ -67,6 +68,47 @@ def test_each_loss_trains_and_logs(tmp_path, loss):
         assert torch.isfinite(metrics[f"train/{name}_epoch"]), name
     if loss == "bce":
         assert 0 <= metrics["train/d_real_epoch"] <= 1  # a probability
+
+
+class RecordingLogger(Logger):
+    """Keeps every (step, metrics) the trainer writes, as TensorBoard would receive them."""
+
+    name, version = "recording", 0
+
+    def __init__(self):
+        super().__init__()
+        self.rows: list[tuple[int, dict[str, float]]] = []
+
+    def log_metrics(self, metrics, step=None):
+        self.rows.append((step, dict(metrics)))
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+
+def test_logger_gets_step_values_on_logging_steps_and_true_epoch_means(tmp_path):
+    # Every step logged: each epoch mean must be the mean of that epoch's step values (and reset per epoch).
+    logger = RecordingLogger()
+    images = torch.randint(0, 256, (16 * 4, 3, 64, 64), dtype=torch.uint8)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=2, logger=logger, log_every_n_steps=1,
+                        enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer.fit(build_module(), DataLoader(images, batch_size=16))
+    steps = [(step, m) for step, m in logger.rows if "train/d_loss_step" in m]
+    epochs = [m for _, m in logger.rows if "train/d_loss_epoch" in m]
+    assert [step for step, _ in steps] == list(range(8)) and len(epochs) == 2
+    for epoch, means in enumerate(epochs):
+        for name in ("d_loss", "g_loss", "d_real", "d_acc_fake"):
+            values = [m[f"train/{name}_step"] for _, m in steps[4 * epoch:4 * epoch + 4]]
+            assert means[f"train/{name}_epoch"] == pytest.approx(sum(values) / 4, rel=1e-5), (epoch, name)
+    assert [m["train/images_seen"] for _, m in steps] == [16.0 * (i + 1) for i in range(8)]
+
+    # log_every_n_steps=3 over 7 batches: the logger writes step values after batches 3 and 6 only.
+    logger = RecordingLogger()
+    images = torch.randint(0, 256, (16 * 7, 3, 64, 64), dtype=torch.uint8)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=logger, log_every_n_steps=3,
+                        enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer.fit(build_module(), DataLoader(images, batch_size=16))
+    assert [m["train/g_steps"] for _, m in logger.rows if "train/d_loss_step" in m] == [3.0, 6.0]
 
 
 def test_regularizers_and_augmentation_train(tmp_path):
