@@ -246,8 +246,9 @@ class GANModule(L.LightningModule):
         for name, value in self.step_stats.items():
             self.epoch_means[name].update(value)
         # Lightning keeps a reference to a logged Metric and computes it (synced across devices) at the end of
-        # the epoch, so registering each epoch mean once per epoch is enough. self.log costs ~0.1 ms per call
-        # on CPU (it walks the value's metadata), which a short GAN step notices at 14 calls.
+        # the epoch, so registering each epoch mean once per epoch is enough. Each self.log call walks the value
+        # and deep-copies its metadata: at 14 calls per step that was the loop's largest cost outside torch
+        # (docs/benchmarks.md).
         if not self._epoch_means_logged:
             for name in self.step_stats:
                 self.log(f"train/{name}_epoch", self.epoch_means[name], on_step=False, on_epoch=True)
