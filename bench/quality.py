@@ -15,7 +15,8 @@ training switched off (no metrics, samples, plots, logger, progress bar or diver
 * diversity ratio: mean pairwise cosine feature distance of generated images / that of the real images,
   on equal-size random subsets (``artgan.generate.compare.diversity``).
 
-The images budget: ``--images N``, or ``auto`` (default): a short calibration run of the slower recipe
+The images budget: ``--images N`` (default 70,400: the README's table, about 20-25 minutes per run on a 2-core
+CPU), or ``auto``: a short calibration run of the slower recipe
 (best_64: DiffAugment and R1 cost time) measures its images/s on this machine, and the budget is what it
 trains in ``--budget-minutes`` (rounded down to whole batches of every recipe). Every run gets
 ``trainer.max_steps`` for that many images and the common cap ``trainer.max_time = --budget-minutes``; a run
@@ -26,9 +27,9 @@ Writes ``bench/results/quality.md`` (table, means per recipe, the target check, 
 ``bench/results/quality.json`` and ``bench/results/quality_samples.png`` (both recipes' sample grids side by
 side, seed 0 runs, the first 64 evaluation images).
 
-    .venv/bin/python bench/quality.py                       # 8 min per run, seeds 0,1 (about 40 min)
+    .venv/bin/python bench/quality.py                       # the README's table: 70,400 images, 2 seeds (~50 min)
     .venv/bin/python bench/quality.py --quick               # smoke run: 1 minute per run, one seed
-    .venv/bin/python bench/quality.py --budget-minutes 10 --seeds 0,1,2
+    .venv/bin/python bench/quality.py --images auto --budget-minutes 10 --seeds 0,1,2
     .venv/bin/python bench/quality.py --eval-only           # re-evaluate the existing runs
 
 Not part of the test suite. Skips with a message (exit 0) when the shared data folder is absent.
@@ -368,17 +369,19 @@ def write_report(rows: list[dict], recipes: list[Recipe], meta: dict, out: Path,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget-minutes", type=float, default=8.0, help="wall-clock cap per run (default 8)")
+    parser.add_argument("--budget-minutes", type=float, default=36.0, help="wall-clock cap per run (default 36)")
     parser.add_argument("--seeds", default="0,1", help="comma-separated training seeds (default 0,1)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of paintings")
-    parser.add_argument("--images", default="auto",
-                        help="real images seen per run, or 'auto' (what best_64 trains in the budget here)")
+    parser.add_argument("--images", default="70400",
+                        help="real images seen per run (default 70400), or 'auto' (what best_64 trains in the budget "
+                             "here)")
     parser.add_argument("--num-fake", type=int, default=1000, help="generated images per evaluation (1000)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 minute per run, seed 0, 200 images")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (bench/results)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: all cores)")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="runs trained at once (default 1; >1 for tuning only, timings then interfere)")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="runs trained at once, one seed's recipes side by side so they share the machine "
+                             "equally (default 2)")
     parser.add_argument("--variant", action="append", default=None, metavar="LABEL=EXPERIMENT;KEY=VALUE;...",
                         help="train these recipes instead of seed_dcgan and best_64 (tuning)")
     parser.add_argument("--eval-only", action="store_true", help="evaluate the existing runs, train nothing")
@@ -392,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         args.budget_minutes, args.seeds, args.num_fake = 1.0, "0", min(args.num_fake, 200)
+        args.images = "auto"  # with --quick: 4 batches
         if args.name == "quality":
             args.name = "quality_quick"
     seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
