@@ -1,5 +1,7 @@
-"""Generator and discriminator architectures."""
+"""Generators and discriminators: the contracts (``base``), the registry that rebuilds them, the zoo."""
 
-from artgan.models.dcgan import Discriminator, Generator, build_generator
+from artgan.models.base import Discriminator, Generator
+from artgan.models.dcgan import DCGANDiscriminator, DCGANGenerator
+from artgan.models.registry import build
 
-__all__ = ["Discriminator", "Generator", "build_generator"]
+__all__ = ["DCGANDiscriminator", "DCGANGenerator", "Discriminator", "Generator", "build"]

@@ -1,33 +1,23 @@
-"""DCGAN generator and discriminator for any power-of-two resolution from 64 to 512 px.
+"""DCGAN generator and discriminator (Radford et al. 2015) for 64 to 512 px.
 
-The number of blocks follows from the resolution: the generator upsamples a latent_dim x 1 x 1 tensor
-to 4 x 4 and doubles the size per block; the discriminator halves it per block back down to 4 x 4.
+The number of blocks follows from the resolution: the generator upsamples a latent_dim x 1 x 1 tensor to 4 x 4
+and doubles the size per transposed convolution; the discriminator halves it per block back down to 4 x 4.
 Widths double per block away from the image, capped by ``max_channels`` so 256 and 512 px stay trainable.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-MIN_RESOLUTION, MAX_RESOLUTION = 64, 512
+from artgan.models.base import Discriminator, Generator, num_doublings
 
-
-def check_resolution(resolution: int) -> int:
-    """Number of stride-2 blocks between 4 x 4 and ``resolution``; raises for unsupported sizes."""
-    if not (isinstance(resolution, int) and MIN_RESOLUTION <= resolution <= MAX_RESOLUTION
-            and resolution & (resolution - 1) == 0):
-        raise ValueError(
-            f"resolution must be a power of two from {MIN_RESOLUTION} to {MAX_RESOLUTION}, got {resolution!r}"
-        )
-    return int(math.log2(resolution)) - 2
+D_NORMS = ("batch", "instance", "none")
 
 
 def dcgan_init_(module: nn.Module) -> None:
-    """DCGAN init (Radford et al. 2015): conv weights N(0, 0.02), norm weights N(1, 0.02), biases 0."""
+    """DCGAN init: conv weights N(0, 0.02), norm weights N(1, 0.02), biases 0."""
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
             nn.init.normal_(m.weight, 0.0, 0.02)
@@ -38,20 +28,15 @@ def dcgan_init_(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class Generator(nn.Module):
-    """ConvTranspose2d + BatchNorm + ReLU blocks from (B, latent_dim, 1, 1) to Tanh images (B, 3, R, R)."""
+class DCGANGenerator(Generator):
+    """ConvTranspose2d + BatchNorm + ReLU blocks from a latent vector to Tanh images (B, 3, R, R)."""
 
-    name = "dcgan"
+    legacy_name = "dcgan"
 
     def __init__(self, resolution: int = 64, latent_dim: int = 128, ngf: int = 64, max_channels: int = 512,
                  channels: int = 3):
-        super().__init__()
-        n_up = check_resolution(resolution)
-        if latent_dim <= 0:
-            raise ValueError(f"latent_dim must be positive, got {latent_dim}")
-        self.kwargs = dict(resolution=resolution, latent_dim=latent_dim, ngf=ngf,
-                           max_channels=max_channels, channels=channels)
-        self.resolution, self.latent_dim = resolution, latent_dim
+        super().__init__(resolution, latent_dim, ngf=ngf, max_channels=max_channels, channels=channels)
+        n_up = num_doublings(self.resolution)
         widths = [min(ngf * 2 ** (n_up - 1 - i), max_channels) for i in range(n_up)]  # 4x4 ... R/2
         layers: list[nn.Module] = [
             nn.ConvTranspose2d(latent_dim, widths[0], 4, 1, 0, bias=False),
@@ -65,13 +50,7 @@ class Generator(nn.Module):
         dcgan_init_(self)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        if z.dim() == 2:
-            z = z[:, :, None, None]
-        return self.net(z)
-
-    def spec(self) -> dict:
-        """What generate.py needs to rebuild this network from a checkpoint (plain types only)."""
-        return {"name": self.name, "kwargs": dict(self.kwargs)}
+        return self.net(z.reshape(z.shape[0], self.latent_dim, 1, 1))
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -81,16 +60,17 @@ def _norm(kind: str, channels: int) -> nn.Module:
         return nn.InstanceNorm2d(channels, affine=True)
     if kind == "none":
         return nn.Identity()
-    raise ValueError(f"discriminator norm must be one of batch, instance, none; got {kind!r}")
+    raise ValueError(f"discriminator norm must be one of {', '.join(D_NORMS)}; got {kind!r}")
 
 
-class Discriminator(nn.Module):
+class DCGANDiscriminator(Discriminator):
     """Stride-2 Conv + LeakyReLU(0.2) blocks from (B, 3, R, R) down to 4 x 4, then one logit per image."""
 
     def __init__(self, resolution: int = 64, ndf: int = 64, max_channels: int = 512, norm: str = "batch",
                  spectral_norm: bool = False, channels: int = 3):
-        super().__init__()
-        n_down = check_resolution(resolution)
+        super().__init__(resolution, ndf=ndf, max_channels=max_channels, norm=norm, spectral_norm=spectral_norm,
+                         channels=channels)
+        n_down = num_doublings(self.resolution)
         widths = [min(ndf * 2**i, max_channels) for i in range(n_down)]  # R/2 ... 4x4
         layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
         for c_in, c_out in zip(widths[:-1], widths[1:]):
@@ -107,14 +87,3 @@ class Discriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).flatten()
-
-
-GENERATORS = {Generator.name: Generator}
-
-
-def build_generator(spec: dict) -> nn.Module:
-    """Rebuild a generator from ``Generator.spec()``; only registered classes, so no code runs from a file."""
-    name = spec.get("name")
-    if name not in GENERATORS:
-        raise ValueError(f"unknown generator {name!r}; known: {sorted(GENERATORS)}")
-    return GENERATORS[name](**spec["kwargs"])

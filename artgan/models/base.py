@@ -1,0 +1,88 @@
+"""The contracts every generator and discriminator meets, so the rest of ArtGAN never looks inside one.
+
+A **generator** knows its ``latent_dim`` and ``resolution``, draws its own latents (``sample_latents``: nothing
+outside it knows their shape), maps them to images ``(B, 3, R, R)`` in about ``[-1, 1]`` and describes itself
+with ``spec()`` so ``generate.py`` can rebuild it from a checkpoint without Hydra. A **discriminator** knows its
+``resolution``, maps images ``(B, 3, R, R)`` to logits ``(B,)`` or ``(B, K)`` (several logits per image, e.g.
+one per scale or patch; losses average over all of them) and lists the parameters its optimizer trains.
+
+Subclassing registers the class (``artgan.models.registry``), so a new architecture is one module plus one
+YAML: no list to edit. Each subclass passes every constructor argument it needs to be rebuilt to
+``super().__init__``; they are what ``spec()`` returns.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from artgan.models import registry
+
+RESOLUTIONS = (64, 128, 256, 512)
+
+
+def check_resolution(cls: type, resolution: Any) -> int:
+    """``resolution`` as an int if ``cls`` supports it, else a ValueError naming what it does support."""
+    supported = tuple(cls.supported_resolutions)
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution not in supported:
+        raise ValueError(f"{cls.__name__} supports resolutions {', '.join(map(str, supported))}; got {resolution!r}")
+    return int(resolution)
+
+
+def num_doublings(resolution: int, start: int = 4) -> int:
+    """Stride-2 steps between ``start`` x ``start`` and ``resolution`` (64 px from 4 px: 4)."""
+    return int(math.log2(resolution // start))
+
+
+class Generator(nn.Module):
+    """Base class of every generator. Subclasses build their layers after ``super().__init__(...)``."""
+
+    supported_resolutions: tuple[int, ...] = RESOLUTIONS
+    #: short name that checkpoints of format 1 used ("dcgan"); None for newer classes
+    legacy_name: str | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        registry.register("generator", cls)
+
+    def __init__(self, resolution: int, latent_dim: int, **config: Any) -> None:
+        super().__init__()
+        self.resolution = check_resolution(type(self), resolution)
+        if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
+            raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}")
+        self.latent_dim = int(latent_dim)
+        self.config = {"resolution": self.resolution, "latent_dim": self.latent_dim, **config}
+
+    def sample_latents(self, n: int, *, generator: torch.Generator | None = None,
+                       device: torch.device | str | None = None) -> Tensor:
+        """``n`` latents as this generator expects them. Drawn on the CPU from ``generator`` when one is given
+        (the same numbers on any device), else on ``device``."""
+        if generator is not None:
+            return torch.randn(n, self.latent_dim, generator=generator).to(device or "cpu")
+        return torch.randn(n, self.latent_dim, device=device)
+
+    def spec(self) -> dict:
+        """What rebuilds this network: its registered class path and constructor arguments (plain types)."""
+        return {"class": registry.class_path(type(self)), "kwargs": dict(self.config)}
+
+
+class Discriminator(nn.Module):
+    """Base class of every discriminator."""
+
+    supported_resolutions: tuple[int, ...] = RESOLUTIONS
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        registry.register("discriminator", cls)
+
+    def __init__(self, resolution: int, **config: Any) -> None:
+        super().__init__()
+        self.resolution = check_resolution(type(self), resolution)
+        self.config = {"resolution": self.resolution, **config}
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """What the optimizer updates: everything that requires a gradient (a frozen backbone does not)."""
+        return [p for p in self.parameters() if p.requires_grad]
