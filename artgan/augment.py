@@ -5,11 +5,8 @@ the discriminator sees them (Zhao et al. 2020), so D cannot memorise a small dat
 gradients still reach the generator. `AdaptiveAugmentProbability` tunes how often the ops
 fire from D's overfitting signal r_t = E[sign(D(real))] (Karras et al. 2020, StyleGAN2-ADA).
 
-Typical use in a training step::
-
-    ada.accumulate(real_logits)
-    ada.step(batch_size)
-    augment.p = ada.p
+With ADA the augmentation owns its controller: the training step reports D's logits on real images with
+``augment.observe(real_logits, batch_size)`` and the probability follows.
 """
 
 from __future__ import annotations
@@ -79,7 +76,11 @@ def random_cutout(x: Tensor, ratio: float) -> Tensor:
 
 
 class DiffAugment(nn.Module):
-    """Apply each op of `policy` ("color,translation,cutout") to each sample with probability p."""
+    """Apply each op of `policy` ("color,translation,cutout") to each sample with probability p.
+
+    With an ``ada`` controller, p is the controller's (it starts at 0 and rises only once D overfits) and
+    :meth:`observe` feeds it; without one, p is fixed.
+    """
 
     def __init__(
         self,
@@ -87,21 +88,40 @@ class DiffAugment(nn.Module):
         p: float = 1.0,
         translation_ratio: float = 0.125,
         cutout_ratio: float = 0.5,
+        ada: AdaptiveAugmentProbability | None = None,
     ) -> None:
         super().__init__()
         self.ops = [name.strip() for name in policy.split(",") if name.strip()]
         unknown = [name for name in self.ops if name not in AUGMENT_OPS]
         if unknown:
             raise AugmentPolicyError(
-                f"Unknown augment op(s) {unknown} in policy {policy!r}; allowed: {', '.join(AUGMENT_OPS)} "
-                "(comma separated, or empty for no augmentation)."
+                f"Unknown augment op(s) {unknown} in model.augment.policy={policy!r}; allowed: "
+                f"{', '.join(AUGMENT_OPS)} (comma separated, e.g. model.augment.policy=\"color,translation\", or "
+                "empty for no augmentation)."
             )
-        self.p = float(p)
+        self._p = float(p)
         self.translation_ratio = translation_ratio
         self.cutout_ratio = cutout_ratio
+        self.ada = ada
+
+    @property
+    def p(self) -> float:
+        return self.ada.p if self.ada is not None else self._p
+
+    @p.setter
+    def p(self, value: float) -> None:
+        self._p = float(value)
+
+    @torch.no_grad()
+    def observe(self, real_logits: Tensor, batch_size: int) -> None:
+        """After each D step: let the ADA controller (if any) see D's logits on real images."""
+        if self.ada is not None:
+            self.ada.accumulate(real_logits)
+            self.ada.step(batch_size)
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.ops or self.p <= 0.0:
+        p = self.p
+        if not self.ops or p <= 0.0:
             return x
         for name in self.ops:
             if name == "color":
@@ -110,8 +130,8 @@ class DiffAugment(nn.Module):
                 augmented = random_translation(x, self.translation_ratio)
             else:
                 augmented = random_cutout(x, self.cutout_ratio)
-            if self.p < 1.0:  # per-sample coin flip; skipped samples pass through unchanged
-                apply = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < self.p
+            if p < 1.0:  # per-sample coin flip; skipped samples pass through unchanged
+                apply = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < p
                 augmented = torch.where(apply, augmented, x)
             x = augmented
         return x
@@ -190,14 +210,14 @@ class AdaptiveAugmentProbability(nn.Module):
         return f"p={self._p:.4f}, target={self.target}, speed_images={self.speed_images}, interval={self.interval}"
 
 
-def build_augment(policy: str, p: float = 1.0) -> DiffAugment | None:
-    """The config's entry point: None when no policy is set, so the seed recipe pays nothing."""
-    return DiffAugment(policy, p) if policy else None
-
-
-def build_ada(enabled: bool, target: float = 0.6, speed_images: int = 20_000, interval: int = 4,
-              initial_p: float = 0.0) -> AdaptiveAugmentProbability | None:
-    if not enabled:
+def build_augment(policy: str = "", p: float = 1.0, ada: bool = False, ada_target: float = 0.6,
+                  ada_speed_images: int = 20_000, ada_interval: int = 4) -> DiffAugment | None:
+    """The config's entry point (model.augment.*): None when no policy is set, so the seed recipe pays nothing."""
+    if not policy:
+        if ada:
+            raise ConfigError("model.augment.ada=true needs a DiffAugment policy, e.g. "
+                              "model.augment.policy=\"color,translation,cutout\".")
         return None
-    return AdaptiveAugmentProbability(target=target, speed_images=speed_images, interval=interval,
-                                      initial_p=initial_p)
+    controller = AdaptiveAugmentProbability(target=ada_target, speed_images=ada_speed_images,
+                                            interval=ada_interval) if ada else None
+    return DiffAugment(policy, p, ada=controller)

@@ -9,15 +9,19 @@ many GPUs are visible, no image decoding (a folder is only listed).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
+from artgan.distributed import device_indices, requested_devices, show_devices
 from artgan.errors import ConfigError
 from artgan.paths import absolute_path
 
-MIN_RESOLUTION, MAX_RESOLUTION = 64, 512
-D_NORMS = ("batch", "instance", "none")
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+# A latent larger than this is a typo (1e9 would try to allocate terabytes); real models use 64 to 1024.
+MAX_LATENT_DIM = 65_536
 
 
 def validate(cfg: DictConfig) -> None:
@@ -36,42 +40,67 @@ def validate(cfg: DictConfig) -> None:
 
 # ---------------------------------------------------------------------------------------------- model
 def _check_model(model: DictConfig) -> None:
+    """The shared settings and how the parts fit together. Each part checks its own settings when it is built
+    (a ValueError there becomes a one-paragraph error naming the part, see artgan.train.build_model)."""
+    parts = {key: _part_class(model, key) for key in ("generator", "discriminator", "loss")}
     resolution = model.get("resolution")
-    if (not _is_int(resolution) or resolution < MIN_RESOLUTION or resolution > MAX_RESOLUTION
-            or resolution & (resolution - 1)):
+    supported = sorted(set(parts["generator"].supported_resolutions)
+                       & set(parts["discriminator"].supported_resolutions))
+    if not _is_int(resolution) or resolution not in supported:
         raise ConfigError(
-            f"model.resolution={resolution!r} is not supported: it must be a power of two from {MIN_RESOLUTION} "
-            f"to {MAX_RESOLUTION} (64, 128, 256 or 512). Pick one with model=dcgan64 / dcgan128 / dcgan256 / "
-            "dcgan512, or model.resolution=128."
+            f"model.resolution={resolution!r} is not supported by {parts['generator'].__name__} and "
+            f"{parts['discriminator'].__name__}: use one of {', '.join(map(str, supported))} (e.g. model=dcgan128, or "
+            "model.resolution=128)."
         )
-    _positive_int(model, "latent_dim", "the size of the generator's noise vector, e.g. 100 or 128")
-    for key in ("ngf", "ndf", "max_channels"):
-        if key in model:
-            _positive_int(model, key, "a channel width, e.g. 64")
-
-    from artgan.losses import LOSSES  # cheap (no torch work), but keep the import local to this check
-
-    loss = model.get("loss")
-    if loss not in LOSSES:
-        raise ConfigError(f"model.loss={loss!r} is not a known adversarial loss; use one of: {', '.join(LOSSES)}.")
-    if "n_critic" in model:
-        _positive_int(model, "n_critic", "how many discriminator steps per generator step, usually 1 (5 for wgan-gp)")
-    for key in ("lr_g", "lr_d"):
-        value = model.get(key)
-        if key in model and (not _is_number(value) or not value > 0):
-            raise ConfigError(f"model.{key}={value!r} must be a positive learning rate, e.g. 2e-4.")
-    d_norm = model.get("d_norm")
-    if "d_norm" in model and d_norm not in D_NORMS:
-        raise ConfigError(f"model.d_norm={d_norm!r} is not a discriminator normalization; use one of: "
-                          f"{', '.join(D_NORMS)}.")
+    latent = model.get("latent_dim")
+    if not _is_int(latent) or not 1 <= latent <= MAX_LATENT_DIM:
+        raise ConfigError(f"model.latent_dim={latent!r} must be a positive integer up to {MAX_LATENT_DIM:,}: the "
+                          "size of the generator's latent vector, e.g. 128 or 256.")
+    shared = {"resolution": resolution, "latent_dim": latent}
+    for part in ("generator", "discriminator"):
+        for key, value in shared.items():
+            given = model[part].get(key)
+            if key in model[part] and given != value:
+                raise ConfigError(
+                    f"model.{part}.{key}={given!r} differs from model.{key}={value!r}: the generator and "
+                    f"discriminator must agree. Set model.{key} only (both parts read it) and drop the "
+                    f"model.{part}.{key} override."
+                )
+    if not _is_int(model.get("n_critic", 1)) or model.get("n_critic", 1) < 1:
+        raise ConfigError(f"model.n_critic={model.get('n_critic')!r} must be a positive integer: how many "
+                          "discriminator steps per generator step, usually 1 (5 for wgan-gp).")
+    for key in ("optimizer_g", "optimizer_d"):
+        lr = (model.get(key) or {}).get("lr")
+        if lr is not None and (not _is_number(lr) or not lr > 0):
+            raise ConfigError(f"model.{key}.lr={lr!r} must be a positive learning rate, e.g. 2e-4.")
     ema = model.get("ema_decay")
     if ema is not None and (not _is_number(ema) or not 0.0 < ema < 1.0):
         raise ConfigError(f"model.ema_decay={ema!r} must be null (no EMA generator) or a number strictly between "
                           "0 and 1, e.g. 0.999.")
-    smoothing = model.get("label_smoothing", 0.0)
-    if not _is_number(smoothing) or not 0.0 <= smoothing < 1.0:
-        raise ConfigError(f"model.label_smoothing={smoothing!r} must be in [0, 1): real targets become "
-                          "1 - label_smoothing (0.1 is typical, 0 turns it off).")
+
+
+def _part_class(model: DictConfig, key: str) -> type:
+    """The class a part's ``_target_`` names, checked against the contract that part must meet."""
+    from hydra.utils import get_class
+
+    from artgan.losses import AdversarialLoss
+    from artgan.models.base import Discriminator, Generator
+
+    base = {"generator": Generator, "discriminator": Discriminator, "loss": AdversarialLoss}[key]
+    options = ", ".join(sorted(p.stem for p in (CONF_DIR / "model" / key).glob("*.yaml")))
+    node = model.get(key)
+    target = node.get("_target_") if isinstance(node, DictConfig) else None
+    try:
+        cls = get_class(target) if target else None
+    except Exception:  # noqa: BLE001 - Hydra wraps import errors of every kind
+        cls = None
+    if cls is None or not issubclass(cls, base):
+        raise ConfigError(
+            f"model.{key}._target_={target!r} does not name an importable subclass of {base.__module__}."
+            f"{base.__name__}. Pick one of the configs with model/{key}=<name> ({options}), or point _target_ at your "
+            f"own subclass (docs/architecture.md, 'Add a model')."
+        )
+    return cls
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -112,23 +141,13 @@ def dataset_size(data: DictConfig) -> int | None:
 
 def _check_batch_size(data: DictConfig, world: int) -> None:
     n = dataset_size(data)
-    if n is None:
-        return
-    batch = int(data.batch_size)
-    per_device = n // world
-    if batch > per_device:
-        where = f"each of the {world} devices gets {per_device} of the {n} images" if world > 1 else f"has {n} images"
-        raise ConfigError(
-            f"data.batch_size={batch} is larger than the dataset: {_data_name(data)} {where}, so an epoch would "
-            f"have no full batch. Use data.batch_size <= {max(per_device, 1)}, or more images "
-            f"({'data.num_images' if data.get('source', 'procedural') == 'procedural' else 'data.subset=null'})."
-        )
+    if n is not None:
+        from artgan.data.batching import check_batch_fits
 
-
-def _data_name(data: DictConfig) -> str:
-    if data.get("source", "procedural") == "procedural":
-        return "the procedural data set"
-    return f"data.root={data.root!r}"
+        procedural = data.get("source", "procedural") == "procedural"
+        check_batch_fits(int(data.batch_size), n, world,
+                         "the procedural data set" if procedural else f"data.root={data.root!r}",
+                         "data.num_images" if procedural else "data.subset=null")
 
 
 # -------------------------------------------------------------------------------------------- devices
@@ -154,19 +173,19 @@ def _check_devices(trainer: DictConfig) -> int:
         cuda = _cuda_count()
         kind, available = ("GPU", cuda) if cuda else ("CPU core", os.cpu_count() or 1)
     else:  # mps, tpu, custom accelerators: let Lightning judge
-        return _requested(devices) or 1
+        return requested_devices(devices) or 1
 
-    requested = _requested(devices)
+    requested = requested_devices(devices)
     if requested is None:  # "auto" or -1: all of them
         return available * nodes
-    indices = _indices(devices)
+    indices = device_indices(devices)
     if requested < 1:
         raise ConfigError(f"trainer.devices={devices!r} must be a positive number of devices, a list of device "
                           "indices, -1 or 'auto'.")
     if requested > available or (indices and max(indices) >= available):
         what = f"{requested} {kind}{'s' if requested > 1 else ''}" if not indices else f"{kind} indices {indices}"
         raise ConfigError(
-            f"trainer.devices={_show(devices)} asks for {what} with trainer.accelerator={accelerator}, but this "
+            f"trainer.devices={show_devices(devices)} asks for {what} with trainer.accelerator={accelerator}, but this "
             f"machine has {available} {kind}{'s' if available != 1 else ''}. Use trainer.devices=1 to "
             f"{available}{' (indices 0 to ' + str(available - 1) + ')' if indices else ''}, -1 or auto for all."
         )
@@ -177,38 +196,6 @@ def _cuda_count() -> int:
     import torch  # already imported by Hydra's instantiate targets anyway; device_count() does not init CUDA
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-def _requested(devices: Any) -> int | None:
-    """Number of devices asked for; None for 'auto' / -1 (all)."""
-    if devices is None or devices == "auto" or devices == -1 or devices == "-1":
-        return None
-    indices = _indices(devices)
-    if indices is not None:
-        return len(indices)
-    if _is_int(devices):
-        return int(devices)
-    try:
-        return int(str(devices).strip())
-    except ValueError:
-        raise ConfigError(f"trainer.devices={devices!r} is not a number of devices, a list of indices such as "
-                          "[0,1], -1 or 'auto'.") from None
-
-
-def _indices(devices: Any) -> list[int] | None:
-    """Explicit device indices: a list, or a string with a comma such as '0,1' (Lightning's convention)."""
-    try:
-        if isinstance(devices, (list, tuple)) or (hasattr(devices, "__iter__") and not isinstance(devices, str)):
-            return [int(d) for d in devices]
-        if isinstance(devices, str) and "," in devices:
-            return [int(d) for d in devices.split(",") if d.strip()]
-    except (TypeError, ValueError):
-        raise ConfigError(f"trainer.devices={devices!r} is not a list of device indices such as [0,1].") from None
-    return None
-
-
-def _show(devices: Any) -> str:
-    return str(list(devices)) if _indices(devices) is not None and not isinstance(devices, str) else str(devices)
 
 
 # ------------------------------------------------------------------------------------------ resume path
@@ -225,12 +212,6 @@ def _check_ckpt_path(cfg: DictConfig) -> None:
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def _positive_int(node: DictConfig, key: str, meaning: str) -> None:
-    value = node.get(key)
-    if not _is_int(value) or value < 1:
-        raise ConfigError(f"model.{key}={value!r} must be a positive integer: {meaning}.")
-
-
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 

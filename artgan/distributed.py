@@ -15,6 +15,8 @@ rendezvous that never completes). ``check_launch`` stops such a run at once with
 
 from __future__ import annotations
 
+from typing import Any
+
 from omegaconf import DictConfig
 
 from artgan.errors import ConfigError
@@ -23,30 +25,60 @@ from artgan.errors import ConfigError
 IN_PROCESS_LAUNCH = ("spawn", "fork", "notebook")
 SINGLE_PROCESS = ("auto", "single_device", "dp", None)
 WORKING_STRATEGY = "ddp_spawn_find_unused_parameters_true"
+WORKING_DDP = "ddp_find_unused_parameters_true"
+
+
+def requested_devices(devices: Any) -> int | None:
+    """Number of devices ``trainer.devices`` asks for; None for 'auto' / -1 (all the machine has)."""
+    if devices is None or devices == "auto" or devices == -1 or str(devices).strip() in ("-1", "auto"):
+        return None
+    indices = device_indices(devices)
+    if indices is not None:
+        return len(indices)
+    if isinstance(devices, int) and not isinstance(devices, bool):
+        return int(devices)
+    try:
+        return int(str(devices).strip())
+    except ValueError:
+        raise ConfigError(f"trainer.devices={devices!r} is not a number of devices, a list of indices such as "
+                          "[0,1], -1 or 'auto'.") from None
+
+
+def device_indices(devices: Any) -> list[int] | None:
+    """Explicit device indices: a list, or a string with a comma such as '0,1' (Lightning's convention)."""
+    try:
+        if isinstance(devices, (list, tuple)) or (hasattr(devices, "__iter__") and not isinstance(devices, str)):
+            return [int(d) for d in devices]
+        if isinstance(devices, str) and "," in devices:
+            return [int(d) for d in devices.split(",") if d.strip()]
+    except (TypeError, ValueError):
+        raise ConfigError(f"trainer.devices={devices!r} is not a list of device indices such as [0,1].") from None
+    return None
+
+
+def show_devices(devices: Any) -> str:
+    return str(list(devices)) if device_indices(devices) is not None and not isinstance(devices, str) else str(devices)
 
 
 def num_processes(trainer_cfg: DictConfig) -> int:
-    """Processes per node the Trainer will start (devices), or 2 when it can't tell but it is more than one."""
-    devices = trainer_cfg.get("devices", 1)
-    if isinstance(devices, int):
-        return 2 if devices == -1 else max(devices, 1)
-    if isinstance(devices, str):
-        devices = devices.strip()
-        if devices in ("auto", "1", ""):
-            return 1
-        if devices == "-1":
-            return 2
-        if devices.isdigit():
-            return int(devices)
-        return len([d for d in devices.split(",") if d.strip()])
-    try:
-        return len(devices)
-    except TypeError:
-        return 1
+    """Processes per node the Trainer will start, or 2 when it can't tell but it is "all" (more than one)."""
+    requested = requested_devices(trainer_cfg.get("devices", 1))
+    if requested is None:
+        return 2 if str(trainer_cfg.get("devices")).strip() == "-1" else 1
+    return max(requested, 1)
 
 
 def world_size(trainer_cfg: DictConfig) -> int:
     return num_processes(trainer_cfg) * int(trainer_cfg.get("num_nodes", 1) or 1)
+
+
+def resolve_strategy(trainer_cfg: DictConfig) -> str:
+    """G and D share one module and each backward reaches only one of them, so plain DDP would fail on
+    'unused parameters'. With several processes, "auto" becomes DDP that tolerates them."""
+    strategy = trainer_cfg.get("strategy", "auto")
+    if strategy == "auto" and world_size(trainer_cfg) > 1:
+        return WORKING_DDP
+    return strategy
 
 
 def strategy_name(strategy) -> str | None:

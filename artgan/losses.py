@@ -1,8 +1,19 @@
-"""Adversarial losses and gradient penalties, in one place.
+"""Adversarial losses as objects that own both objectives and the discriminator's regularizers.
 
-Every loss works on raw discriminator outputs (logits). ``d_loss(real, fake)`` is what D minimizes,
-``g_loss(fake)`` what G minimizes, ``score`` turns logits into the number logged as D's score
-(a probability for bce) and ``says_real`` is D's decision, for its accuracy.
+A loss sees the discriminator as a callable ``d(images) -> logits`` (the module passes D behind DiffAugment), so
+it can run D itself wherever its objective needs it: on interpolates for a gradient penalty, on real images
+with input gradients for R1, or on real images in the generator step for a relativistic loss. The module calls
+
+* ``discriminator_loss(d, real, fake, step)`` -> :class:`DiscriminatorLoss` (the total to minimize, the
+  adversarial part for logging, and D's logits on real and fake for its scores and ADA);
+* ``generator_loss(d, fake, real)`` -> the generator's objective.
+
+``score`` turns logits into the number logged as D's score (a probability for the BCE loss), ``says_real`` is
+D's decision (for its accuracy) and ``d_wins_g_loss`` tells the divergence guard which generator loss means
+"D wins completely" (None: the rule does not apply). A new loss is a subclass that implements ``d_terms`` and
+``g_term`` (and overrides what else differs) plus a YAML in conf/model/loss/.
+
+All classes are plain picklable objects (``trainer.strategy=ddp_spawn`` pickles the module).
 """
 
 from __future__ import annotations
@@ -14,83 +25,171 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+DiscriminatorFn = Callable[[Tensor], Tensor]
 
-@dataclass(frozen=True)
+
+@dataclass
+class DiscriminatorLoss:
+    total: Tensor        # what D's optimizer minimizes: adversarial + penalties
+    adversarial: Tensor  # the adversarial part alone (logged as d_loss)
+    real_logits: Tensor
+    fake_logits: Tensor
+
+
 class AdversarialLoss:
-    name: str
-    d_loss: Callable[[Tensor, Tensor, float], Tensor]  # (real_logits, fake_logits, label_smoothing)
-    g_loss: Callable[[Tensor], Tensor]
-    score: Callable[[Tensor], Tensor]
-    says_real: Callable[[Tensor], Tensor]
+    """Base class: lazy R1 on real images (Mescheder et al. 2018) for any loss; subclasses add the objectives."""
+
+    #: generator loss at which D wins completely (with D's accuracy near 1); None disables the guard's rule
+    d_wins_g_loss: float | None = None
+
+    def __init__(self, r1_gamma: float = 0.0, r1_every: int = 16):
+        if r1_gamma < 0 or r1_every < 1:
+            raise ValueError(f"r1_gamma must be >= 0 and r1_every >= 1, got {r1_gamma} and {r1_every}")
+        self.r1_gamma, self.r1_every = float(r1_gamma), int(r1_every)
+
+    # -- what subclasses define
+    def d_terms(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def g_term(self, fake_logits: Tensor, real_logits: Tensor | None) -> Tensor:
+        raise NotImplementedError
+
+    #: whether ``g_term`` needs D's logits on real images (computed in the generator step)
+    g_needs_real_logits = False
+
+    def score(self, logits: Tensor) -> Tensor:
+        return logits
+
+    def says_real(self, logits: Tensor) -> Tensor:
+        return logits > 0
+
+    def penalty(self, d: DiscriminatorFn, real: Tensor, fake: Tensor) -> Tensor | None:
+        """An extra regularizer computed every step (WGAN-GP's gradient penalty); None when there is none."""
+        return None
+
+    # -- what the module calls
+    def discriminator_loss(self, d: DiscriminatorFn, real: Tensor, fake: Tensor, step: int) -> DiscriminatorLoss:
+        lazy_r1 = self.r1_gamma > 0 and step % self.r1_every == 0
+        if lazy_r1:
+            real = real.detach().requires_grad_(True)
+        real_logits, fake_logits = d(real), d(fake)
+        adversarial = self.d_terms(real_logits, fake_logits)
+        total = adversarial
+        extra = self.penalty(d, real, fake)
+        if extra is not None:
+            total = total + extra
+        if lazy_r1:  # lazy regularization (StyleGAN2): every r1_every steps, scaled up to compensate
+            total = total + 0.5 * self.r1_gamma * self.r1_every * r1_penalty(real_logits, real)
+        return DiscriminatorLoss(total, adversarial.detach(), real_logits.detach(), fake_logits.detach())
+
+    def generator_loss(self, d: DiscriminatorFn, fake: Tensor, real: Tensor) -> Tensor:
+        real_logits = d(real) if self.g_needs_real_logits else None
+        return self.g_term(d(fake), real_logits)
+
+    def spec(self) -> dict:
+        """A plain description for checkpoints and logs."""
+        return {"class": f"{type(self).__module__}.{type(self).__qualname__}", **vars(self)}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({args})"
 
 
-def _bce_d(real: Tensor, fake: Tensor, smoothing: float = 0.0) -> Tensor:
-    # One-sided label smoothing (Salimans et al. 2016): real targets 1 - smoothing, fake targets stay 0.
-    real_target = torch.full_like(real, 1.0 - smoothing)
-    return F.binary_cross_entropy_with_logits(real, real_target) + F.softplus(fake).mean()
+class NonSaturatingLoss(AdversarialLoss):
+    """Non-saturating BCE (Goodfellow et al. 2014), the seed notebooks' loss: G maximizes log D(G(z)).
+    One-sided label smoothing (Salimans et al. 2016): real targets become 1 - label_smoothing."""
+
+    d_wins_g_loss = 5.0  # softplus(-logit) >= 5: D(G(z)) < 0.7 %
+
+    def __init__(self, label_smoothing: float = 0.0, r1_gamma: float = 0.0, r1_every: int = 16):
+        super().__init__(r1_gamma, r1_every)
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = float(label_smoothing)
+
+    def d_terms(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+        target = torch.full_like(real_logits, 1.0 - self.label_smoothing)
+        return F.binary_cross_entropy_with_logits(real_logits, target) + F.softplus(fake_logits).mean()
+
+    def g_term(self, fake_logits: Tensor, real_logits: Tensor | None) -> Tensor:
+        return F.softplus(-fake_logits).mean()
+
+    def score(self, logits: Tensor) -> Tensor:
+        return torch.sigmoid(logits)
 
 
-def _hinge_d(real: Tensor, fake: Tensor, smoothing: float = 0.0) -> Tensor:
-    return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
+class HingeLoss(AdversarialLoss):
+    """Hinge loss (Lim & Ye 2017; SAGAN, BigGAN, Projected GAN)."""
+
+    d_wins_g_loss = 2.0  # -logit >= 2: fakes far past the margin
+
+    def d_terms(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+        return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
+
+    def g_term(self, fake_logits: Tensor, real_logits: Tensor | None) -> Tensor:
+        return -fake_logits.mean()
 
 
-def _lsgan_d(real: Tensor, fake: Tensor, smoothing: float = 0.0) -> Tensor:
-    return 0.5 * ((real - (1.0 - smoothing)) ** 2).mean() + 0.5 * (fake**2).mean()
+class LeastSquaresLoss(AdversarialLoss):
+    """LSGAN (Mao et al. 2017) with targets 1 (real) and 0 (fake); D's decision threshold is 0.5."""
+
+    d_wins_g_loss = 0.45  # 0.5 (logit - 1)^2 >= 0.45: D(G(z)) <= 0.05
+
+    def __init__(self, label_smoothing: float = 0.0, r1_gamma: float = 0.0, r1_every: int = 16):
+        super().__init__(r1_gamma, r1_every)
+        self.label_smoothing = float(label_smoothing)
+
+    def d_terms(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+        return 0.5 * ((real_logits - (1.0 - self.label_smoothing)) ** 2).mean() + 0.5 * (fake_logits**2).mean()
+
+    def g_term(self, fake_logits: Tensor, real_logits: Tensor | None) -> Tensor:
+        return 0.5 * ((fake_logits - 1.0) ** 2).mean()
+
+    def says_real(self, logits: Tensor) -> Tensor:
+        return logits > 0.5
 
 
-def _wgan_d(real: Tensor, fake: Tensor, smoothing: float = 0.0) -> Tensor:
-    return fake.mean() - real.mean()  # the gradient penalty is added by the caller, it needs D itself
+class WassersteinGPLoss(AdversarialLoss):
+    """WGAN-GP (Gulrajani et al. 2017). The penalty is per sample: use a discriminator without BatchNorm.
+    An unbounded critic's accuracy says nothing, so the guard's "D wins" rule is off (NaN is still caught)."""
+
+    def __init__(self, gp_weight: float = 10.0, r1_gamma: float = 0.0, r1_every: int = 16):
+        super().__init__(r1_gamma, r1_every)
+        self.gp_weight = float(gp_weight)
+
+    def d_terms(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+        return fake_logits.mean() - real_logits.mean()
+
+    def g_term(self, fake_logits: Tensor, real_logits: Tensor | None) -> Tensor:
+        return -fake_logits.mean()
+
+    def penalty(self, d: DiscriminatorFn, real: Tensor, fake: Tensor) -> Tensor:
+        return self.gp_weight * gradient_penalty(d, real, fake)
 
 
-def _positive(x: Tensor) -> Tensor:
-    return x > 0
+class RelativisticLoss(AdversarialLoss):
+    """Relativistic pairing GAN (RpGAN; Jolicoeur-Martineau 2018, R3GAN 2024): D judges whether a real image is
+    more real than a generated one, softplus(-(D(x_real) - D(x_fake))), and G the reverse. Pair it with R1."""
+
+    g_needs_real_logits = True
+    d_wins_g_loss = 5.0
+
+    def d_terms(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+        return F.softplus(-(real_logits - fake_logits)).mean()
+
+    def g_term(self, fake_logits: Tensor, real_logits: Tensor | None) -> Tensor:
+        return F.softplus(-(fake_logits - real_logits)).mean()
 
 
-def _bce_g(fake: Tensor) -> Tensor:
-    return F.softplus(-fake).mean()
-
-
-def _neg_mean_g(fake: Tensor) -> Tensor:
-    return -fake.mean()
-
-
-def _lsgan_g(fake: Tensor) -> Tensor:
-    return 0.5 * ((fake - 1.0) ** 2).mean()
-
-
-def _identity(x: Tensor) -> Tensor:
-    return x
-
-
-def _above_half(x: Tensor) -> Tensor:
-    return x > 0.5
-
-
-# Named functions, not lambdas: the module must pickle for trainer.strategy=ddp_spawn (multirun + DDP).
-LOSSES: dict[str, AdversarialLoss] = {
-    # Non-saturating BCE (Goodfellow et al. 2014), the seeds' loss: G maximizes log D(G(z)).
-    "bce": AdversarialLoss("bce", _bce_d, _bce_g, torch.sigmoid, _positive),
-    "hinge": AdversarialLoss("hinge", _hinge_d, _neg_mean_g, _identity, _positive),
-    "lsgan": AdversarialLoss("lsgan", _lsgan_d, _lsgan_g, _identity, _above_half),
-    "wgan-gp": AdversarialLoss("wgan-gp", _wgan_d, _neg_mean_g, _identity, _positive),
-}
-
-
-def get_loss(name: str) -> AdversarialLoss:
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
-    return LOSSES[name]
-
-
-def gradient_penalty(discriminator: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor) -> Tensor:
-    """WGAN-GP (Gulrajani et al. 2017): (||grad D(x_hat)||_2 - 1)^2 on random real/fake interpolates."""
+def gradient_penalty(d: DiscriminatorFn, real: Tensor, fake: Tensor) -> Tensor:
+    """(||grad D(x_hat)||_2 - 1)^2 on random real/fake interpolates."""
     alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
     x_hat = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
-    (grad,) = torch.autograd.grad(discriminator(x_hat).sum(), x_hat, create_graph=True)
+    (grad,) = torch.autograd.grad(d(x_hat).sum(), x_hat, create_graph=True)
     return ((grad.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
 
 
 def r1_penalty(real_logits: Tensor, real_images: Tensor) -> Tensor:
-    """R1 (Mescheder et al. 2018): mean squared gradient norm of D's output w.r.t. real images."""
+    """Mean squared gradient norm of D's output w.r.t. real images."""
     (grad,) = torch.autograd.grad(real_logits.sum(), real_images, create_graph=True)
     return grad.flatten(1).pow(2).sum(1).mean()

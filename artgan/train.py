@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from pathlib import Path
 
 import lightning as L
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from artgan.callbacks.preemption import stop_reasons
 from artgan.config_validation import validate
-from artgan.distributed import check_launch
+from artgan.distributed import check_launch, resolve_strategy
+from artgan.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +33,19 @@ def instantiate_group(group: DictConfig | None) -> list:
     return [instantiate(entry) for entry in group.values() if entry is not None and "_target_" in entry]
 
 
-def resolve_strategy(trainer_cfg: DictConfig) -> str:
-    """G and D share one module and each backward reaches only one of them, so plain DDP would fail on
-    'unused parameters'. With devices > 1 or several nodes, "auto" becomes DDP that tolerates them."""
-    strategy = trainer_cfg.get("strategy", "auto")
-    devices = trainer_cfg.get("devices", 1)
-    many = (isinstance(devices, int) and devices > 1) or (isinstance(devices, (list, str)) and str(devices) not in
-                                                           ("1", "auto")) or trainer_cfg.get("num_nodes", 1) > 1
-    if strategy == "auto" and many:
-        return "ddp_find_unused_parameters_true"
-    return strategy
+def build_model(model_cfg: DictConfig) -> L.LightningModule:
+    """The GANModule the model config describes. A part that rejects its settings (a ValueError or TypeError in
+    its constructor) becomes a one-paragraph ConfigError naming the part's config key."""
+    try:
+        return instantiate(model_cfg)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, ConfigError) or not isinstance(cause, (ValueError, TypeError)):
+            raise
+        key = re.search(r"full_key: (\S+)", str(err))
+        where = key.group(1) if key else "model"
+        raise ConfigError(f"{where}: {cause} Check the settings under {where} (python train.py --cfg job "
+                          "prints them).") from err
 
 
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
@@ -58,8 +64,10 @@ def flat_hparams(cfg: DictConfig) -> dict:
 
     def walk(prefix: str, node) -> None:
         if isinstance(node, dict):
+            if "_target_" in node and prefix:  # a part: its class, e.g. model/loss = HingeLoss
+                out[prefix.rstrip("/")] = str(node["_target_"]).rsplit(".", 1)[-1]
             for key, value in node.items():
-                if key not in ("module", "_target_", "_partial_", "hydra", "paths"):
+                if key not in ("_target_", "_partial_", "hydra", "paths"):
                     walk(f"{prefix}{key}/" if prefix or key else key, value)
         elif isinstance(node, (int, float, str, bool)) or node is None:
             out[prefix.rstrip("/")] = "null" if node is None else node
@@ -78,7 +86,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         L.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model.module)
+    model = build_model(cfg.model)
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,

@@ -30,8 +30,8 @@ def shared_sample() -> Path:
 # Overrides that make a train.py run take seconds on a CPU: tiny widths, few tiny procedural images.
 FAST_TRAIN = [
     "trainer.accelerator=cpu",
-    "model.ngf=8",
-    "model.ndf=8",
+    "model.generator.ngf=8",
+    "model.discriminator.ndf=8",
     "data.num_images=64",
     "data.batch_size=16",
     "trainer.max_epochs=1",

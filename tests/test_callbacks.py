@@ -7,6 +7,7 @@ tests/test_metrics_fid.py and not repeated here.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -37,9 +38,10 @@ def monitoring_run(tmp_path_factory) -> dict:
         overrides = [o for o in FAST_TRAIN if not o.startswith("trainer.max_epochs=")] + [
             f"trainer.max_epochs={EPOCHS}",
             "callbacks.metrics.every_n_epochs=1",
-            "callbacks.metrics.num_samples=16",
-            "callbacks.metrics.num_real=32",
-            "callbacks.metrics.fid.extractors=[effnet_lite0,inception]",
+            "evaluator.num_samples=16",
+            "evaluator.num_real=32",
+            "evaluator.fid.extractors=[effnet_lite0,inception]",
+            "model.ema_decay=0.9",
             "callbacks.samples.num_images=16",
             "callbacks.samples.num_real_vs_fake=8",
             "optimized_metric=metrics/fid_effnet",
@@ -153,6 +155,22 @@ def test_hparams_logged_with_final_metrics(run):
 
 
 @pytest.mark.slow
+def test_generate_evaluate_reproduces_the_runs_final_metrics(run, tmp_path):
+    """One evaluator for training and generate.py: the same settings on the run's last checkpoint give the
+    numbers the callback logged at the end of training."""
+    out = tmp_path / "eval"
+    proc = run_script("generate.py", "mode=evaluate", f"ckpt_path={run['run_dir'] / 'checkpoints' / 'last.ckpt'}",
+                      "evaluator.num_samples=16", "evaluator.num_real=32", "device=cpu", f"output_dir={out}",
+                      f"hydra.run.dir={tmp_path / 'hydra'}", env={"ARTGAN_CACHE_DIR": str(run["cache"])})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    evaluated = json.loads((out / "metrics.json").read_text())["metrics"]
+    acc = load_events(run["run_dir"])
+    for name in ("fid_effnet", "kid_effnet", "diversity_effnet", "kl_real_fake", "js"):
+        logged = acc.Scalars(f"metrics/{name}")[-1].value
+        assert evaluated[name] == pytest.approx(logged, rel=1e-4, abs=1e-6), name
+
+
+@pytest.mark.slow
 def test_real_features_cached_on_disk(run):
     assert list(Path(run["cache"]).glob("real_effnet_64px_n32_*.pt"))
 
@@ -175,8 +193,8 @@ def test_two_process_ddp_evaluates_without_hanging(tmp_path):
     overrides = [o for o in FAST_TRAIN if not o.startswith("trainer.accelerator=")] + [
         "trainer=ddp_cpu",
         "callbacks.metrics.every_n_epochs=1",
-        "callbacks.metrics.num_samples=9",
-        "callbacks.metrics.num_real=16",
+        "evaluator.num_samples=9",
+        "evaluator.num_real=16",
         "callbacks.samples.num_images=8",
         f"hydra.run.dir={tmp_path / 'run'}",
     ]
@@ -234,20 +252,19 @@ def test_plots_history_survives_state_dict_and_draws(tmp_path):
 
 @pytest.mark.parametrize("world", [1, 2, 3, 7])
 def test_metric_samples_split_over_ranks(world):
-    from types import SimpleNamespace
+    from artgan.metrics.evaluator import Evaluator
 
-    from artgan.callbacks.metrics import MetricsCallback
-
-    cb = MetricsCallback(num_samples=512)
-    counts = [cb._local_count(SimpleNamespace(world_size=world, global_rank=r)) for r in range(world)]
+    evaluator = Evaluator(num_samples=512)
+    counts = [evaluator.local_count(rank, world) for rank in range(world)]
     assert sum(counts) == 512 and max(counts) - min(counts) <= 1
 
 
-def test_metrics_config_rejects_unknown_keys():
-    from artgan.callbacks.metrics import MetricsCallback
-    from artgan.errors import ArtGANError
+def test_evaluator_config_rejects_unknown_keys():
+    from artgan.errors import ConfigError
+    from artgan.metrics.evaluator import Evaluator
 
-    with pytest.raises(ArtGANError, match="fid"):
-        MetricsCallback(fid={"extractor": ["effnet_lite0"]})
-    cb = MetricsCallback(fid={"extractors": "inception"})
-    assert cb.fid_cfg["extractors"] == ["inception"]
+    with pytest.raises(ConfigError, match="evaluator.fid"):
+        Evaluator(fid={"extractor": ["effnet_lite0"]})
+    with pytest.raises(ConfigError, match="Unknown metric"):
+        Evaluator(fidd={})
+    assert Evaluator(fid={"extractors": "inception"}).settings["fid"]["extractors"] == ["inception"]

@@ -12,8 +12,8 @@ from torch.utils.data import DataLoader
 
 def build_module(*overrides):
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["model.ngf=8", "model.ndf=8", *overrides])
-    return instantiate(cfg.model.module)
+        cfg = compose("train", overrides=["model.generator.ngf=8", "model.discriminator.ndf=8", *overrides])
+    return instantiate(cfg.model)
 
 
 def fit(module, tmp_path, batches=2, **trainer_kwargs):
@@ -39,14 +39,15 @@ def test_d_step_changes_only_d_and_g_step_only_g(tmp_path):
     real = torch.rand(8, 3, 64, 64) * 2 - 1
 
     g_before, d_before = snapshot(module.generator), snapshot(module.discriminator)
-    fake = module.generator(module.noise(8)).detach()
+    fake = module.generator(module.generator.sample_latents(8)).detach()
     module._discriminator_step(opt_d, real, fake)
     assert changed(d_before, module.discriminator) and not changed(g_before, module.generator)
 
     g_before, d_before = snapshot(module.generator), snapshot(module.discriminator)
     opt_d.zero_grad(set_to_none=True)
     with module.toggled_optimizer(opt_g):
-        g_loss = module.loss_fn.g_loss(module.discriminator(module.generator(module.noise(8))))
+        g_loss = module.loss.generator_loss(module.discriminator, module.generator(module.generator.sample_latents(8)),
+                                            real)
         opt_g.zero_grad()
         module.manual_backward(g_loss)
         opt_g.step()
@@ -55,10 +56,10 @@ def test_d_step_changes_only_d_and_g_step_only_g(tmp_path):
     assert trainer.global_step > 0
 
 
-@pytest.mark.parametrize("loss", ["bce", "hinge", "lsgan", "wgan-gp"])
+@pytest.mark.parametrize("loss", ["bce", "hinge", "lsgan", "wgan-gp", "relativistic"])
 def test_each_loss_trains_and_logs(tmp_path, loss):
-    extra = ["model.d_norm=instance"] if loss == "wgan-gp" else []
-    module = build_module(f"model.loss={loss}", "model.n_critic=2", *extra)
+    extra = ["model.discriminator.norm=instance"] if loss == "wgan-gp" else []
+    module = build_module(f"model/loss={loss}", "model.n_critic=2", *extra)
     trainer = fit(module, tmp_path, batches=3)
     # global_step counts both optimizers: (n_critic + 1) per batch.
     assert trainer.global_step == 3 * (2 + 1)
@@ -112,10 +113,11 @@ def test_logger_gets_step_values_on_logging_steps_and_true_epoch_means(tmp_path)
 
 
 def test_regularizers_and_augmentation_train(tmp_path):
-    module = build_module("model.augment_policy='color,translation,cutout'", "model.ada=true",
-                          "model.r1_gamma=1.0", "model.r1_every=2", "model.ema_decay=0.9",
-                          "model.label_smoothing=0.1", "model.spectral_norm=true")
+    module = build_module("model/augment=diffaugment", "model.augment.ada=true", "model.loss.r1_gamma=1.0",
+                          "model.loss.r1_every=2", "model.ema_decay=0.9", "model.loss.label_smoothing=0.1",
+                          "model.discriminator.spectral_norm=true")
     fit(module, tmp_path, batches=4)
+    assert module.augment.ada is not None and module.d_steps == 4
     assert module.generator_ema is not None
     ema = dict(module.generator_ema.module.named_parameters())
     live = dict(module.generator.named_parameters())
@@ -130,7 +132,8 @@ def test_checkpoint_keeps_fixed_noise_and_generator_spec(tmp_path):
     trainer.save_checkpoint(path)
     ckpt = torch.load(path, weights_only=True)
     assert torch.equal(ckpt["state_dict"]["fixed_noise"], module.fixed_noise)
-    assert ckpt["artgan"]["generator"]["name"] == "dcgan" and ckpt["artgan"]["has_ema"]
+    assert ckpt["artgan"]["generator"]["class"] == "artgan.models.dcgan.DCGANGenerator" and ckpt["artgan"]["has_ema"]
+    assert ckpt["artgan"]["discriminator"]["kwargs"]["ndf"] == 8 and ckpt["artgan"]["version"] == 2
     assert any(k.startswith("generator_ema.") for k in ckpt["state_dict"])
 
 
@@ -139,7 +142,7 @@ def test_ema_warmup_tracks_live_weights_early_and_pickles():
 
     from torch.optim.swa_utils import AveragedModel
 
-    from artgan.gan_module import EMAWithWarmup
+    from artgan.ema import EMAWithWarmup
 
     live = torch.nn.Linear(4, 4)
     ema = AveragedModel(live, multi_avg_fn=EMAWithWarmup(0.999), use_buffers=True)

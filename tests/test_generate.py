@@ -134,11 +134,12 @@ def test_nearest_neighbours_find_a_copy_and_diversity_ratio():
 
 
 def test_evaluate_writes_fid_kid(trained, art_folder, tmp_path, capsys):
-    run(cfg_for("mode=evaluate", f"ckpt_path={trained}", f"data.root={art_folder}", "evaluate.num_fake=8",
-                "evaluate.kid_subset_size=4", "evaluate.kid_subsets=5", f"output_dir={tmp_path}"))
+    run(cfg_for("mode=evaluate", f"ckpt_path={trained}", f"data.root={art_folder}", "evaluator.num_samples=8",
+                "evaluator.fid.kid_subset_size=4", "evaluator.fid.kid_subsets=5", f"output_dir={tmp_path}"))
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["metrics"]["fid_effnet"] > 0 and saved["metrics"]["kid_effnet"] is not None
-    assert saved["num_real"] == 10 and saved["num_fake"] == 8 and saved["metrics"]["js"] >= 0
+    assert saved["protocol"]["num_real"] == 10 and saved["protocol"]["num_samples"] == 8
+    assert saved["metrics"]["js"] >= 0
     assert "fid_effnet" in capsys.readouterr().out
 
 

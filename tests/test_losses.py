@@ -3,7 +3,15 @@ import math
 import pytest
 import torch
 
-from artgan.losses import get_loss, gradient_penalty, r1_penalty
+from artgan.losses import (
+    HingeLoss,
+    LeastSquaresLoss,
+    NonSaturatingLoss,
+    RelativisticLoss,
+    WassersteinGPLoss,
+    gradient_penalty,
+    r1_penalty,
+)
 
 REAL = torch.tensor([2.0, -1.0])
 FAKE = torch.tensor([0.5, -3.0])
@@ -14,47 +22,75 @@ def softplus(x):
 
 
 def test_bce_on_hand_computed_values():
-    loss = get_loss("bce")
+    loss = NonSaturatingLoss()
     # D: -log sigmoid(real) - log(1 - sigmoid(fake)) = softplus(-real) + softplus(fake), averaged.
     expected_d = (softplus(-2.0) + softplus(1.0)) / 2 + (softplus(0.5) + softplus(-3.0)) / 2
-    assert loss.d_loss(REAL, FAKE, 0.0).item() == pytest.approx(expected_d, rel=1e-6)
+    assert loss.d_terms(REAL, FAKE).item() == pytest.approx(expected_d, rel=1e-6)
     # Non-saturating G: -log sigmoid(fake).
-    assert loss.g_loss(FAKE).item() == pytest.approx((softplus(-0.5) + softplus(3.0)) / 2, rel=1e-6)
+    assert loss.g_term(FAKE, None).item() == pytest.approx((softplus(-0.5) + softplus(3.0)) / 2, rel=1e-6)
     assert loss.score(torch.tensor([0.0])).item() == 0.5
 
 
 def test_bce_one_sided_label_smoothing():
-    loss = get_loss("bce")
-    s = 0.1
+    loss = NonSaturatingLoss(label_smoothing=0.1)
     # Real target 0.9: -(0.9 log sig(x) + 0.1 log(1 - sig(x))) = 0.9 softplus(-x) + 0.1 softplus(x)
     real_term = sum(0.9 * softplus(-x) + 0.1 * softplus(x) for x in (2.0, -1.0)) / 2
     fake_term = (softplus(0.5) + softplus(-3.0)) / 2
-    assert loss.d_loss(REAL, FAKE, s).item() == pytest.approx(real_term + fake_term, rel=1e-6)
+    assert loss.d_terms(REAL, FAKE).item() == pytest.approx(real_term + fake_term, rel=1e-6)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        NonSaturatingLoss(label_smoothing=1.0)
 
 
 def test_hinge_on_hand_computed_values():
-    loss = get_loss("hinge")
+    loss = HingeLoss()
     # relu(1 - real): [0, 2] -> 1 ; relu(1 + fake): [1.5, 0] -> 0.75
-    assert loss.d_loss(REAL, FAKE, 0.0).item() == pytest.approx(1.75)
-    assert loss.g_loss(FAKE).item() == pytest.approx(1.25)
+    assert loss.d_terms(REAL, FAKE).item() == pytest.approx(1.75)
+    assert loss.g_term(FAKE, None).item() == pytest.approx(1.25)
 
 
 def test_lsgan_on_hand_computed_values():
-    loss = get_loss("lsgan")
+    loss = LeastSquaresLoss()
     # 0.5 * mean((real-1)^2) = 0.5 * (1 + 4)/2 ; 0.5 * mean(fake^2) = 0.5 * (0.25 + 9)/2
-    assert loss.d_loss(REAL, FAKE, 0.0).item() == pytest.approx(1.25 + 2.3125)
-    assert loss.g_loss(FAKE).item() == pytest.approx(0.5 * (0.25 + 16.0) / 2)
+    assert loss.d_terms(REAL, FAKE).item() == pytest.approx(1.25 + 2.3125)
+    assert loss.g_term(FAKE, None).item() == pytest.approx(0.5 * (0.25 + 16.0) / 2)
 
 
 def test_wgan_on_hand_computed_values():
-    loss = get_loss("wgan-gp")
-    assert loss.d_loss(REAL, FAKE, 0.0).item() == pytest.approx(-1.25 - 0.5)
-    assert loss.g_loss(FAKE).item() == pytest.approx(1.25)
+    loss = WassersteinGPLoss()
+    assert loss.d_terms(REAL, FAKE).item() == pytest.approx(-1.25 - 0.5)
+    assert loss.g_term(FAKE, None).item() == pytest.approx(1.25)
+    assert loss.d_wins_g_loss is None  # an unbounded critic's accuracy says nothing
 
 
-def test_unknown_loss():
-    with pytest.raises(ValueError, match="bce, hinge, lsgan, wgan-gp"):
-        get_loss("mse")
+def test_relativistic_loss_sees_real_logits_in_the_generator_step():
+    loss = RelativisticLoss(r1_gamma=0.0)
+    # D: softplus(-(real - fake)) pairwise: pairs (2, 0.5) and (-1, -3).
+    assert loss.d_terms(REAL, FAKE).item() == pytest.approx((softplus(-1.5) + softplus(-2.0)) / 2)
+    assert loss.g_term(FAKE, REAL).item() == pytest.approx((softplus(1.5) + softplus(2.0)) / 2)
+    seen = []
+
+    def critic(x):
+        seen.append(x)
+        return x.flatten(1).mean(1)
+
+    loss.generator_loss(critic, torch.zeros(2, 3, 4, 4), torch.ones(2, 3, 4, 4))
+    assert len(seen) == 2 and torch.equal(seen[0], torch.ones(2, 3, 4, 4))  # D ran on the real images too
+
+
+def test_discriminator_loss_adds_lazy_r1_only_every_r1_every_steps():
+    w = torch.full((1, 3, 2, 2), 0.5)
+
+    def critic(x):
+        return (x * w).flatten(1).sum(1)
+
+    real, fake = torch.randn(4, 3, 2, 2), torch.randn(4, 3, 2, 2)
+    loss = HingeLoss(r1_gamma=2.0, r1_every=4)
+    plain = loss.discriminator_loss(critic, real, fake, step=1)
+    lazy = loss.discriminator_loss(critic, real, fake, step=4)
+    # The critic's input gradient is w everywhere: R1 = ||w||^2 = 3, added as 0.5 * gamma * every * R1.
+    assert torch.equal(plain.total, plain.adversarial)
+    assert (lazy.total - lazy.adversarial).item() == pytest.approx(0.5 * 2.0 * 4 * w.pow(2).sum().item())
+    assert not lazy.real_logits.requires_grad  # handed back detached, for logging and ADA
 
 
 def test_gradient_penalty_of_linear_critic():
@@ -66,6 +102,9 @@ def test_gradient_penalty_of_linear_critic():
 
     gp = gradient_penalty(critic, torch.randn(5, 3, 4, 4), torch.randn(5, 3, 4, 4))
     assert gp.item() == pytest.approx((w.norm().item() - 1.0) ** 2, rel=1e-5)
+    out = WassersteinGPLoss(gp_weight=10.0).discriminator_loss(critic, torch.randn(5, 3, 4, 4),
+                                                               torch.randn(5, 3, 4, 4), step=1)
+    assert (out.total - out.adversarial).item() == pytest.approx(10 * (w.norm().item() - 1.0) ** 2, rel=1e-5)
 
 
 def test_r1_penalty_of_quadratic():
@@ -73,3 +112,11 @@ def test_r1_penalty_of_quadratic():
     logits = (x**2).flatten(1).sum(1)  # gradient 2x
     expected = (2 * x.detach()).flatten(1).pow(2).sum(1).mean()
     assert r1_penalty(logits, x).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_losses_pickle_for_ddp_spawn():
+    import pickle
+
+    for loss in (NonSaturatingLoss(0.1), HingeLoss(1.0), LeastSquaresLoss(), WassersteinGPLoss(), RelativisticLoss()):
+        clone = pickle.loads(pickle.dumps(loss))
+        assert vars(clone) == vars(loss)

@@ -2,7 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from artgan.models.dcgan import Discriminator, Generator, build_generator
+from artgan.models import registry
+from artgan.models.dcgan import DCGANDiscriminator as Discriminator
+from artgan.models.dcgan import DCGANGenerator as Generator
 
 
 @pytest.mark.parametrize("resolution", [64, 128, 256, 512])
@@ -10,7 +12,7 @@ from artgan.models.dcgan import Discriminator, Generator, build_generator
 def test_shapes_for_every_resolution(resolution, latent_dim):
     g = Generator(resolution=resolution, latent_dim=latent_dim, ngf=4)
     d = Discriminator(resolution=resolution, ndf=4)
-    images = g(torch.randn(2, latent_dim, 1, 1))
+    images = g(g.sample_latents(2))
     assert images.shape == (2, 3, resolution, resolution)
     assert images.min() >= -1 and images.max() <= 1  # Tanh output
     assert d(images).shape == (2,)
@@ -25,7 +27,7 @@ def test_number_of_blocks_follows_resolution():
 
 @pytest.mark.parametrize("bad", [32, 96, 1024, 0])
 def test_bad_resolution_rejected(bad):
-    with pytest.raises(ValueError, match="power of two"):
+    with pytest.raises(ValueError, match="supports resolutions 64, 128, 256, 512"):
         Generator(resolution=bad)
 
 
@@ -45,10 +47,21 @@ def test_spectral_norm_and_no_norm_discriminator():
 
 def test_rebuild_from_spec_gives_same_network():
     g = Generator(128, 256, 8)
-    clone = build_generator(g.spec())
+    clone = registry.build("generator", g.spec())
     clone.load_state_dict(g.state_dict())
-    z = torch.randn(2, 256, 1, 1)
+    z = g.sample_latents(2)
     g.eval(), clone.eval()
     assert torch.equal(g(z), clone(z))
+    assert registry.resolve("generator", "dcgan") is Generator  # the name format-1 checkpoints use
     with pytest.raises(ValueError, match="unknown generator"):
-        build_generator({"name": "evil", "kwargs": {}})
+        registry.build("generator", {"class": "evil", "kwargs": {}})
+    # Only registered subclasses: an importable class that is not a generator is refused.
+    with pytest.raises(ValueError, match="unknown generator"):
+        registry.build("generator", {"class": "subprocess.Popen", "kwargs": {"args": ["true"]}})
+
+
+def test_latents_come_from_the_generator_and_are_seeded():
+    g = Generator(64, 32, 4)
+    a = g.sample_latents(3, generator=torch.Generator().manual_seed(5))
+    b = g.sample_latents(5, generator=torch.Generator().manual_seed(5))
+    assert a.shape == (3, 32) and torch.equal(a, b[:3])

@@ -56,9 +56,10 @@ class SyncCounter(L.Callback):
 
 def fit_counting(tmp_path, monkeypatch, log_every_n_steps: int, batches: int = 4):
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["model.ngf=8", "model.ndf=8", f"paths.output_dir={tmp_path}",
+        cfg = compose("train", overrides=["model.generator.ngf=8", "model.discriminator.ndf=8",
+                                          f"paths.output_dir={tmp_path}",
                                           "trainer.accelerator=cpu", "callbacks.model_checkpoint=null"])
-    module = instantiate(cfg.model.module)
+    module = instantiate(cfg.model)
     counter = SyncCounter(monkeypatch)
     # The production progress bar and TensorBoard logger: they must not read values back per step either.
     trainer = instantiate(cfg.trainer, callbacks=[*instantiate_group(cfg.callbacks), counter],

@@ -153,13 +153,13 @@ def test_sigterm_saves_a_resumable_checkpoint_and_sigint_too(tmp_path):
 
 # ------------------------------------------------------------------------------------ divergence guard
 NAN_AT_BATCH_7 = """
-import dataclasses, artgan.losses as L
-_bce, _calls = L.LOSSES["bce"], [0]
-def _g_loss(fake):
+import artgan.losses as L
+_g_term, _calls = L.NonSaturatingLoss.g_term, [0]
+def _nan_from_batch_7(self, fake, real):
     _calls[0] += 1
-    loss = _bce.g_loss(fake)
+    loss = _g_term(self, fake, real)
     return loss * float("nan") if _calls[0] >= 7 else loss
-L.LOSSES["bce"] = dataclasses.replace(_bce, g_loss=_g_loss)
+L.NonSaturatingLoss.g_term = _nan_from_batch_7
 """
 
 
@@ -186,7 +186,10 @@ def _fake_trainer():
 
 
 def _module_after_a_step(loss="bce", **stats):
-    return SimpleNamespace(hparams=SimpleNamespace(loss=loss), step_stats={k: torch.tensor(v) for k, v in stats.items()})
+    from artgan.losses import NonSaturatingLoss, WassersteinGPLoss
+
+    loss = {"bce": NonSaturatingLoss(), "wgan-gp": WassersteinGPLoss()}[loss]
+    return SimpleNamespace(loss=loss, step_stats={k: torch.tensor(v) for k, v in stats.items()})
 
 
 def test_divergence_guard_d_wins_needs_patience_consecutive_checks():
@@ -263,16 +266,23 @@ def _compose(*overrides: str):
 
 
 BAD_SETTINGS = {
-    "model.resolution=100": "model.resolution=100 is not supported: it must be a power of two from 64 to 512",
+    "model.resolution=100": "model.resolution=100 is not supported by DCGANGenerator and DCGANDiscriminator: use one "
+                            "of 64, 128, 256, 512",
     "model.resolution=1024": "model.resolution=1024 is not supported",
     "model.latent_dim=0": "model.latent_dim=0 must be a positive integer",
+    "model.latent_dim=1000000000": "model.latent_dim=1000000000 must be a positive integer up to 65,536",
+    "model.discriminator.resolution=128": "model.discriminator.resolution=128 differs from model.resolution=64",
+    "model.generator.latent_dim=64": "model.generator.latent_dim=64 differs from model.latent_dim=128",
     "data.batch_size=128": "data.batch_size=128 is larger than the dataset: the procedural data set has 64 images",
     "trainer.devices=512": "trainer.devices=512 asks for 512 CPU cores",
-    "model.loss=wgan": "model.loss='wgan' is not a known adversarial loss; use one of: bce, hinge, lsgan, wgan-gp",
+    "model.loss._target_=artgan.losses.Nope": "model.loss._target_='artgan.losses.Nope' does not name an importable "
+                                              "subclass of artgan.losses.AdversarialLoss. Pick one of the configs with "
+                                              "model/loss=<name> (bce, hinge, lsgan, relativistic, wgan-gp)",
+    "model.generator._target_=torch.nn.Linear": "model.generator._target_='torch.nn.Linear' does not name an "
+                                                "importable subclass of artgan.models.base.Generator",
     "data.num_workers=-1": "data.num_workers=-1 must be 0",
     "model.n_critic=0": "model.n_critic=0 must be a positive integer",
-    "model.lr_d=0": "model.lr_d=0 must be a positive learning rate",
-    "model.d_norm=layer": "model.d_norm='layer' is not a discriminator normalization",
+    "model.optimizer_d.lr=0": "model.optimizer_d.lr=0 must be a positive learning rate",
     "ckpt_path=missing.ckpt": "ckpt_path='missing.ckpt' does not exist",
 }
 
@@ -289,6 +299,18 @@ def test_bad_setting_exits_2_with_one_paragraph(override, capsys, monkeypatch):
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # the full traceback on request
     with pytest.raises(ConfigError):
         user_errors_exit(validate)(cfg)
+
+
+def test_a_part_rejecting_its_settings_is_one_paragraph_naming_the_part(capsys, monkeypatch):
+    from artgan.train import build_model
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    cfg = _compose("model.discriminator.norm=layer")
+    with pytest.raises(SystemExit) as exit_info:
+        user_errors_exit(build_model)(cfg.model)
+    assert exit_info.value.code == 2
+    assert _one_paragraph(capsys.readouterr().err).startswith(
+        "Error: model.discriminator: discriminator norm must be one of batch, instance, none; got 'layer'")
 
 
 def test_gpu_request_without_gpu_is_a_config_error():

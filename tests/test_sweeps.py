@@ -19,14 +19,15 @@ QUICK = [*FAST_TRAIN, "trainer.limit_train_batches=2", "callbacks.metrics=null",
 
 def test_multirun_two_jobs_share_one_sweep_dir(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = run_script("train.py", "-m", "model.lr_g=1e-4,2e-4", *QUICK, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    proc = run_script("train.py", "-m", "model.optimizer_g.lr=1e-4,2e-4", *QUICK, f"hydra.sweep.dir={sweep}",
+                      cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"]
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     assert jobs == ["0", "1"]
     for job, lr in zip(jobs, ("0.0001", "0.0002")):
         assert list((sweep / job / "tensorboard").glob("events.out.tfevents.*")), f"no TensorBoard log in job {job}"
-        assert f"model.lr_g={lr}" in (sweep / job / ".hydra" / "overrides.yaml").read_text()
+        assert f"model.optimizer_g.lr={lr}" in (sweep / job / ".hydra" / "overrides.yaml").read_text()
     # `tensorboard --logdir <sweep>` sees one run per job.
     assert len(list(sweep.glob("*/tensorboard/events.out.tfevents.*"))) == 2
 
@@ -40,15 +41,15 @@ def test_optuna_two_trials_minimize_returned_objective(tmp_path):
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert results["name"] == "optuna" and math.isfinite(results["best_value"])
-    assert set(results["best_params"]) == {"model.lr_g", "model.lr_d", "model.beta1", "model.n_critic",
-                                           "model.latent_dim"}
+    assert set(results["best_params"]) == {"model.optimizer_g.lr", "model.optimizer_d.lr", "adam_beta1",
+                                           "model.n_critic", "model.latent_dim"}
     # The sampled beta1 reached both optimizers.
     config = OmegaConf.load(sweep / "0" / ".hydra" / "config.yaml")
-    assert config.model.module.optimizer_g.betas[0] == config.model.beta1 == config.model.module.optimizer_d.betas[0]
+    assert config.model.optimizer_g.betas[0] == config.adam_beta1 == config.model.optimizer_d.betas[0]
 
 
 def test_multirun_with_relaunching_ddp_stops_at_once(tmp_path):
-    proc = run_script("train.py", "-m", "model.lr_g=1e-4,2e-4", *QUICK, "trainer.devices=2",
+    proc = run_script("train.py", "-m", "model.optimizer_g.lr=1e-4,2e-4", *QUICK, "trainer.devices=2",
                       f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, timeout=120)
     assert proc.returncode == 2, proc.stderr[-4000:]
     assert "trainer.strategy=ddp_spawn_find_unused_parameters_true" in proc.stderr
@@ -100,10 +101,12 @@ def test_gan_module_pickles_for_ddp_spawn():
     """trainer.strategy=ddp_spawn* (the documented multirun + DDP set-up) pickles the LightningModule."""
     import pickle
 
-    from artgan.losses import LOSSES, get_loss
+    from hydra.utils import instantiate
 
-    for name in LOSSES:
-        pickle.loads(pickle.dumps(get_loss(name)))
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=best_64", "model.generator.ngf=4", "model.discriminator.ndf=4"])
+    module = pickle.loads(pickle.dumps(instantiate(cfg.model)))
+    assert module.augment.ada is not None and module.generator_ema is not None
 
 
 def test_submitit_slurm_launcher_composes():

@@ -11,7 +11,7 @@ def test_fast_dev_run_every_model_config(tmp_path):
     """`debug=fdr` (Lightning's fast_dev_run) for dcgan64..512 in one Hydra multirun process."""
     sweep = tmp_path / "sweep"
     proc = run_script("train.py", "-m", "model=dcgan64,dcgan128,dcgan256,dcgan512", "debug=fdr",
-                      "trainer.accelerator=cpu", "model.ngf=4", "model.ndf=4", "data.num_images=16",
+                      "trainer.accelerator=cpu", "model.generator.ngf=4", "model.discriminator.ndf=4", "data.num_images=16",
                       "data.batch_size=8", f"hydra.sweep.dir={sweep}", timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for job, resolution in enumerate((64, 128, 256, 512)):

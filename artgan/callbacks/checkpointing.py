@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 from pathlib import Path
@@ -27,6 +26,9 @@ import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from artgan import compat
+from artgan.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
@@ -48,36 +50,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         fs = get_filesystem(path)
         if fs.exists(path):
             fs.rm(path, recursive=True)
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # -------------------------------------------------------------------------------------- RNG states
@@ -155,7 +127,7 @@ class LastCheckpoint(ModelCheckpoint):
 
     def save_now(self, trainer) -> str:
         """Write last.ckpt now (all ranks must call this together); returns its path."""
-        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        compat.save_last_checkpoint(self, trainer)
         return self.last_model_path
 
     @staticmethod

@@ -20,15 +20,12 @@ import math
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from artgan import compat
 from artgan.errors import ArtGANError
 
 log = logging.getLogger(__name__)
 
-STATS = ("d_loss", "g_loss", "d_acc_real", "d_acc_fake")
-# g_loss when D wins completely: bce softplus(-logit) >= 5 means D(G(z)) < 0.7 %; hinge -logit >= 2 (fakes
-# far past the margin); lsgan 0.5 (logit - 1)^2 >= 0.45 means D(G(z)) <= 0.05. wgan-gp: an unbounded critic's
-# accuracy says nothing, so the "D wins" rule is off (non-finite losses are still caught).
-DEFAULT_G_LOSS_THRESHOLDS = {"bce": 5.0, "hinge": 2.0, "lsgan": 0.45}
+STATS = ("d_loss", "g_loss", "d_acc_real", "d_acc_fake")  # a subset of artgan.gan_module.LOGGED_STATS
 
 
 class TrainingDiverged(ArtGANError):
@@ -84,8 +81,8 @@ class DivergenceGuard(Callback):
         if bad:
             return "non-finite " + " and ".join(f"{k}={v[k]}" for k in bad)
         threshold = self.g_loss_threshold
-        if threshold is None:
-            threshold = DEFAULT_G_LOSS_THRESHOLDS.get(getattr(pl_module.hparams, "loss", "bce"))
+        if threshold is None:  # the loss knows which generator loss means D wins (None: the rule is off)
+            threshold = getattr(getattr(pl_module, "loss", None), "d_wins_g_loss", None)
         d_wins = (threshold is not None and v["d_acc_real"] >= self.d_acc_threshold
                   and v["d_acc_fake"] >= self.d_acc_threshold and v["g_loss"] >= threshold)
         self.bad_checks = self.bad_checks + 1 if d_wins else 0
@@ -108,7 +105,7 @@ class DivergenceGuard(Callback):
                                 "skipped)")
 
     def _stop(self, trainer, reason: str) -> None:
-        step = trainer.fit_loop.epoch_loop._batches_that_stepped
+        step = compat.logger_step(trainer)
         last = next((cb.last_model_path for cb in trainer.checkpoint_callbacks
                      if getattr(cb, "last_model_path", "")), None)
         kept = (f"The last good checkpoint is kept: {last}; resume from it with ckpt_path={last} and a gentler "

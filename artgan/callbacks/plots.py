@@ -32,10 +32,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from artgan.callbacks.samples import run_dir
+from artgan.gan_module import LOGGED_STATS
 
 log = logging.getLogger(__name__)
 
-TRAIN_KEYS = ("d_loss", "g_loss", "d_real", "d_fake", "d_acc_real", "d_acc_fake")
+TRAIN_KEYS = LOGGED_STATS
 COLORS = {"d": "tab:blue", "g": "tab:orange", "real": "tab:green", "fake": "tab:red"}
 
 

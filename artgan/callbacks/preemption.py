@@ -23,6 +23,7 @@ from pathlib import Path
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from artgan import compat
 from artgan.callbacks.checkpointing import LastCheckpoint
 from artgan.errors import ArtGANError
 
@@ -80,7 +81,7 @@ class PreemptionCheckpoint(Callback):
             return
         self.signal_name = self.signal_name or "SIGTERM"
         last = next((cb for cb in trainer.checkpoint_callbacks if isinstance(cb, LastCheckpoint)), None)
-        if last is not None and last._last_global_step_saved == trainer.global_step and last.last_model_path:
+        if last is not None and compat.last_saved_step(last) == trainer.global_step and last.last_model_path:
             path = last.last_model_path  # the end-of-epoch save already covers this step
         elif last is not None:
             path = last.save_now(trainer)

@@ -15,6 +15,7 @@ import logging
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from artgan import compat
 from artgan.callbacks.checkpointing import flush_loggers
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ class TensorBoardResume(Callback):
             return
         self._pending = False
         # By now the epoch loop has finished restoring: this is the step the next values are logged at.
-        step = trainer.fit_loop.epoch_loop._batches_that_stepped
+        step = compat.logger_step(trainer)
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 if isinstance(logger, TensorBoardLogger):
@@ -44,15 +45,13 @@ class TensorBoardResume(Callback):
 
 def purge_after(logger: TensorBoardLogger, step: int) -> None:
     """Tell TensorBoard to drop this run's earlier events with step >= ``step``."""
-    writer = logger.experiment
-    get_writer = getattr(writer, "_get_file_writer", None)
-    if get_writer is None:
+    file_writer = compat.tensorboard_file_writer(logger.experiment)
+    if file_writer is None:
         return
     try:
         from tensorboard.compat.proto.event_pb2 import Event, SessionLog
     except ImportError:  # tensorboardX
         from tensorboardX.proto.event_pb2 import Event, SessionLog  # type: ignore[no-redef]
-    file_writer = get_writer()
     file_writer.add_event(Event(step=step, session_log=SessionLog(status=SessionLog.START)))
     file_writer.flush()
     log.info("Resumed: TensorBoard continues at step %d (older events from step %d on are dropped)", step, step)

@@ -11,6 +11,7 @@ from artgan.errors import ArtGANError
 from artgan.paths import absolute_path
 
 from . import procedural
+from .batching import check_batch_fits
 from .cache import cache_key, decode_folder, file_identity, load_or_build
 from .discovery import KAGGLE_HINT, find_images
 from .preprocess import PreprocessSettings
@@ -201,13 +202,8 @@ class ArtDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         self._load()
         world = self.trainer.world_size if self.trainer is not None else 1
-        per_rank = self.dataset_size // world
-        if per_rank < self.batch_size:
-            raise ArtGANError(
-                f"data.batch_size={self.batch_size} (per device) is larger than the {per_rank} images each of "
-                f"the {world} device(s) gets from {self.dataset_size} images, so an epoch would have no batch. "
-                "Lower data.batch_size, or use more images (data.subset / data.num_images)."
-            )
+        check_batch_fits(self.batch_size, self.dataset_size, world, self.describe(),
+                         "data.num_images" if self.source == "procedural" else "data.subset=null")
         dataset = CachedImages(self._images, self.resolution, self.hflip, random_crop=self.crop == "random")
         return DataLoader(
             dataset,
@@ -219,6 +215,10 @@ class ArtDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             collate_fn=collate_batch,
         )
+
+    def describe(self) -> str:
+        """The images in user terms, for messages."""
+        return "the procedural data set" if self.source == "procedural" else f"data.root={str(self.root)!r}"
 
     # ---- for metrics and validation -------------------------------------------------------------
     @property

@@ -39,7 +39,7 @@ def _run(cfg: DictConfig) -> dict:
                             device=device)
     out_dir = absolute_path(cfg.output_dir)
     seed, batch_size = int(cfg.seed), int(cfg.batch_size)
-    log.info("Loaded %s: %s %d px, %s generator, on %s", loaded.path, loaded.spec["name"], loaded.resolution,
+    log.info("Loaded %s: %s %d px, %s generator, on %s", loaded.path, loaded.spec["class"].rsplit(".", 1)[-1], loaded.resolution,
              "EMA" if loaded.used_ema else "plain", device)
 
     if mode == "sample":
@@ -69,8 +69,7 @@ def _run(cfg: DictConfig) -> dict:
         else:
             from .evaluate import print_metrics, run_evaluate
 
-            result = run_evaluate(loaded, datamodule, desc, out_dir, cfg.evaluate, seed, batch_size, cache_dir,
-                                  device)
+            result = run_evaluate(loaded, datamodule, desc, out_dir, cfg.evaluator)
             print_metrics(result)
             print(f"Wrote {out_dir / 'metrics.json'}")
     if mode in ("sample", "interpolate"):  # compare.json and metrics.json are written by their modes

@@ -12,8 +12,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from artgan import checkpoints
 from artgan.errors import ArtGANError
-from artgan.models.dcgan import build_generator
+from artgan.models import registry
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,8 @@ def load_checkpoint_dict(ckpt_path: str | Path | None) -> tuple[Path, dict]:
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, UnicodeDecodeError, KeyError,
             IndexError, TypeError, AttributeError, ImportError) as e:
         raise _corrupt(path, e) from None
+    if isinstance(ckpt, dict) and isinstance(ckpt.get("artgan"), dict):
+        checkpoints.upgrade(ckpt, f"ckpt_path={str(path)!r}")
     if not isinstance(ckpt, dict) or "artgan" not in ckpt or "state_dict" not in ckpt:
         keys = sorted(map(str, ckpt))[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ArtGANError(
@@ -130,11 +133,11 @@ def load_generator(ckpt_path: str | Path | None, use_ema: bool = True, device: s
     path, ckpt = load_checkpoint_dict(ckpt_path)
     meta = ckpt["artgan"] if isinstance(ckpt["artgan"], dict) else {}
     spec = meta.get("generator")
-    if not isinstance(spec, dict) or "name" not in spec or not isinstance(spec.get("kwargs"), dict):
+    if not isinstance(spec, dict) or "class" not in spec or not isinstance(spec.get("kwargs"), dict):
         raise ArtGANError(f"ckpt_path={str(path)!r}: its 'artgan' section does not describe a generator "
-                          "(no generator name and kwargs). Use a checkpoint written by train.py.")
+                          "(no generator class and kwargs). Use a checkpoint written by train.py.")
     try:
-        generator = build_generator(spec)
+        generator = registry.build("generator", spec)
     except (ValueError, TypeError) as e:
         raise ArtGANError(f"ckpt_path={str(path)!r}: cannot rebuild its generator {spec}: {e}. It may come from "
                           "a newer ArtGAN version; update this one.") from None

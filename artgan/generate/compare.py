@@ -21,6 +21,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from artgan.errors import ConfigError
+from artgan.metrics.diversity import cosine_distances, diversity
 from artgan.metrics.features import build_feature_extractor
 from artgan.metrics.fid import extract_features, load_or_compute_real_features
 
@@ -29,33 +30,6 @@ from .images import to_pil
 from .sample import generate_images, latents
 
 log = logging.getLogger(__name__)
-
-
-def cosine_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(N, D), (M, D) -> (N, M) cosine distances."""
-    a = torch.nn.functional.normalize(a.double(), dim=1)
-    b = torch.nn.functional.normalize(b.double(), dim=1)
-    return (1.0 - a @ b.T).clamp_min(0.0)
-
-
-def mean_pairwise_distance(features: torch.Tensor) -> float:
-    """Mean cosine distance over all pairs i != j."""
-    n = features.shape[0]
-    if n < 2:
-        return float("nan")
-    d = cosine_distances(features, features)
-    return float(d.sum() / (n * (n - 1)))
-
-
-def diversity(fake: torch.Tensor, real: torch.Tensor, seed: int = 0) -> dict:
-    """Mean pairwise feature distance of generated vs real on equal-size sets, and their ratio."""
-    n = min(len(fake), len(real))
-    g = torch.Generator().manual_seed(int(seed))
-    fake_sub = fake[torch.randperm(len(fake), generator=g)[:n]]
-    real_sub = real[torch.randperm(len(real), generator=g)[:n]]
-    d_fake, d_real = mean_pairwise_distance(fake_sub), mean_pairwise_distance(real_sub)
-    return {"n": n, "generated_mean_pairwise_distance": d_fake, "real_mean_pairwise_distance": d_real,
-            "diversity_ratio": d_fake / d_real if d_real > 0 else float("nan")}
 
 
 def nearest_neighbours(fake: torch.Tensor, real: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,7 +99,7 @@ def run_compare(loaded: LoadedGenerator, datamodule, data_desc: str, out_dir: Pa
         resolution=res, num_images=datamodule.dataset_size, batch_size=int(cfg.feature_batch_size))
     if real_feats.shape[0] < 2:
         raise ConfigError(f"compare needs at least 2 real images; {data_desc} has {real_feats.shape[0]}.")
-    fake = generate_images(loaded, latents(n_gen, loaded.latent_dim, seed), batch_size, desc="Generating")
+    fake = generate_images(loaded, latents(loaded, n_gen, seed), batch_size, desc="Generating")
     log.info("Extracting %s features of %d generated images", extractor.name, n_gen)
     fake_feats = extract_features(extractor, fake, batch_size=int(cfg.feature_batch_size))
 

@@ -35,12 +35,14 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor, eps: float = 1e-6) 
 
 
 def walk(points: torch.Tensor, steps: int, closed: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(segments, frames): per-segment latents (S, steps + 2, D) including both ends, and the GIF path
-    (each point once, ``steps`` in-between frames after each)."""
+    """(segments, frames): per-segment latents (S, steps + 2, *latent shape) including both ends, and the GIF
+    path (each point once, ``steps`` in-between frames after each). Latents of any shape are walked as vectors."""
     ends = list(range(len(points)))
     pairs = list(zip(ends[:-1], ends[1:], strict=True)) + ([(ends[-1], ends[0])] if closed else [])
     t = torch.linspace(0.0, 1.0, steps + 2)
-    segments = torch.stack([slerp(points[i], points[j], t) for i, j in pairs])
+    flat = points.flatten(1)
+    segments = torch.stack([slerp(flat[i], flat[j], t) for i, j in pairs])
+    segments = segments.reshape(*segments.shape[:2], *points.shape[1:])
     frames = torch.cat([seg[:-1] for seg in segments] + ([] if closed else [segments[-1][-1:]]))
     return segments, frames
 
@@ -52,10 +54,10 @@ def run_interpolate(loaded: LoadedGenerator, out_dir: Path, num_points: int, ste
     if steps < 0:
         raise ConfigError(f"interpolate.steps={steps} must be >= 0 (the frames between two points).")
     out_dir.mkdir(parents=True, exist_ok=True)
-    points = latents(num_points, loaded.latent_dim, seed)
+    points = latents(loaded, num_points, seed)
     segments, _ = walk(points, steps, closed)
-    s, per, d = segments.shape
-    grid_images = generate_images(loaded, segments.reshape(s * per, d), batch_size)
+    s, per = segments.shape[:2]
+    grid_images = generate_images(loaded, segments.flatten(0, 1), batch_size)
     by_segment = grid_images.reshape(s, per, *grid_images.shape[1:])  # the GIF reuses the grid's images
     frame_images = torch.cat([seg[:-1] for seg in by_segment] + ([] if closed else [by_segment[-1][-1:]]))
     grid_path = save_grid(grid_images, out_dir / "interpolation.png", nrow=per)

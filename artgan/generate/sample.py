@@ -20,10 +20,10 @@ from .images import save_grid, to_pil
 log = logging.getLogger(__name__)
 
 
-def latents(n: int, latent_dim: int, seed: int) -> torch.Tensor:
-    """``n`` latent vectors (n, latent_dim) from a seeded CPU generator: the same on any device and for any
+def latents(loaded: LoadedGenerator, n: int, seed: int) -> torch.Tensor:
+    """``n`` latents of the loaded generator, drawn on the CPU from ``seed``: the same on any device and for any
     batch size, and the first k of n are the k of a smaller run with the same seed."""
-    return torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(int(seed)))
+    return loaded.generator.sample_latents(n, generator=torch.Generator().manual_seed(int(seed)))
 
 
 @torch.no_grad()
@@ -35,7 +35,7 @@ def generate_batches(loaded: LoadedGenerator, z: torch.Tensor, batch_size: int, 
     bar = tqdm(total=len(z), desc=desc, unit="img", disable=not progress, dynamic_ncols=True)
     try:
         for chunk in z.split(int(batch_size)):
-            out = loaded.generator(chunk.to(loaded.device)[:, :, None, None])
+            out = loaded.generator(chunk.to(loaded.device))
             batch = to_uint8(out).cpu()
             bar.update(len(batch))
             yield batch
@@ -55,7 +55,7 @@ def run_sample(loaded: LoadedGenerator, out_dir: Path, num_images: int, seed: in
         raise ConfigError(f"num_images={num_images} must be at least 1.")
     out_dir.mkdir(parents=True, exist_ok=True)
     show = num_images >= 256 if progress == "auto" else bool(progress)
-    z = latents(num_images, loaded.latent_dim, seed)
+    z = latents(loaded, num_images, seed)
     width = max(5, len(str(num_images - 1)))
     grid_images: list[torch.Tensor] = []
     start = time.perf_counter()

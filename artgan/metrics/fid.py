@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +41,8 @@ from torchmetrics.image.kid import poly_mmd
 from torchmetrics.utilities.data import dim_zero_cat
 
 from artgan.errors import ArtGANError
+from artgan.io import atomic_torch_save
+from artgan.metrics.diversity import diversity
 
 log = logging.getLogger(__name__)
 
@@ -139,23 +140,6 @@ def real_features_cache_path(
     return Path(cache_dir) / f"real_{extractor.name}_{int(resolution)}px_n{n}_{digest}.pt"
 
 
-def _atomic_torch_save(obj: object, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _try_load(path: Path, meta: dict) -> Tensor | None:
     if not path.is_file():
         return None
@@ -184,7 +168,7 @@ def _compute_and_save(extractor: nn.Module, images: ImagesOrFactory, path: Path,
     feats = extract_features(extractor, imgs, batch_size=batch_size)
     stored = dict(meta, num_images_actual=int(feats.shape[0]), torch=str(torch.__version__))
     try:
-        _atomic_torch_save({"meta": stored, "features": feats}, path)
+        atomic_torch_save({"meta": stored, "features": feats}, path)
     except OSError as e:
         log.warning("Could not write the real-feature cache %s (%s); continuing without it.", path, e)
     return feats
@@ -374,7 +358,7 @@ class FeatureDistances(Metric):
     def compute(self) -> dict[str, float]:  # type: ignore[override]
         if self.num_real < 2:
             raise RuntimeError("FeatureDistances has no real features: call prepare_real() or set_real_features()")
-        keys = (f"fid_{self.name}", f"kid_{self.name}", f"kid_{self.name}_std")
+        keys = (f"fid_{self.name}", f"kid_{self.name}", f"kid_{self.name}_std")  # + diversity_<name> with KID
         n_fake = int(self.fake_n)
         if n_fake < 2:
             warnings.warn(
@@ -387,9 +371,12 @@ class FeatureDistances(Metric):
         fid = frechet_distance(self.real_mean, self.real_cov, mean_fake, cov_fake, sqrt_cov1=self.real_cov_sqrt)
 
         kid_mean = kid_std = math.nan
+        out = {keys[0]: fid}
         if self.compute_kid:
-            kid_mean, kid_std = self._kid(dim_zero_cat(self.fake_features))
-        return {keys[0]: fid, keys[1]: kid_mean, keys[2]: kid_std}
+            fake = dim_zero_cat(self.fake_features)
+            kid_mean, kid_std = self._kid(fake)
+            out[f"diversity_{self.name}"] = diversity(fake.cpu(), self.real_features.cpu(), self.seed)["diversity_ratio"]
+        return {**out, keys[1]: kid_mean, keys[2]: kid_std}
 
     def kid_subset_size_for(self, n_real: int, n_fake: int) -> int:
         """The subset size actually used: ``min(kid_subset_size, n_real, n_fake)``."""

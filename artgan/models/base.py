@@ -37,6 +37,10 @@ def num_doublings(resolution: int, start: int = 4) -> int:
     return int(math.log2(resolution // start))
 
 
+def spec_of(network: Generator | Discriminator) -> dict:
+    return {"class": registry.class_path(type(network)), "kwargs": dict(network.config)}
+
+
 class Generator(nn.Module):
     """Base class of every generator. Subclasses build their layers after ``super().__init__(...)``."""
 
@@ -66,7 +70,7 @@ class Generator(nn.Module):
 
     def spec(self) -> dict:
         """What rebuilds this network: its registered class path and constructor arguments (plain types)."""
-        return {"class": registry.class_path(type(self)), "kwargs": dict(self.config)}
+        return spec_of(self)
 
 
 class Discriminator(nn.Module):
@@ -82,6 +86,9 @@ class Discriminator(nn.Module):
         super().__init__()
         self.resolution = check_resolution(type(self), resolution)
         self.config = {"resolution": self.resolution, **config}
+
+    def spec(self) -> dict:
+        return spec_of(self)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """What the optimizer updates: everything that requires a gradient (a frozen backbone does not)."""

@@ -1,0 +1,238 @@
+"""One evaluation protocol for training (the metrics callback), ``generate.py mode=evaluate`` and the benches.
+
+An :class:`Evaluator` (built from conf/evaluator/, so the keys are the same everywhere) holds the metrics named
+in :data:`METRICS`. ``prepare(datamodule, device)`` fixes the real side once: the first ``num_real`` training
+images as the model sees them (``ArtDataModule.real_images``: cached, centre-cropped, unflipped), their
+network features cached on disk per (dataset fingerprint, resolution, extractor, count). ``evaluate(generator,
+device)`` draws ``num_samples`` latents from a seeded generator (the same every time, so the curves show the
+model changing, not the noise), generates in eval mode and returns every metric as a float, named without the
+``metrics/`` prefix that the callback adds.
+
+Under DDP each rank generates its share (``num_samples / world_size``, the first ranks one more) from
+``seed + rank`` and the torchmetrics states are synced in ``compute``: every rank gets the same numbers, equal
+to one process fed all the samples. Call ``prepare`` and ``evaluate`` on every rank.
+
+A new metric is a class with ``prepare_real(real_images, context)``, ``update(images)``, ``compute() -> dict``
+and ``reset()`` plus an entry in :data:`METRICS`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from artgan.errors import ArtGANError, ConfigError
+from artgan.metrics.features import FeatureExtractorUnavailable, build_feature_extractor
+from artgan.metrics.fid import FeatureDistances
+from artgan.metrics.kl import ColorKL
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RealSet:
+    """What the metrics need to know about the real images."""
+
+    images: Callable[[], Tensor]  # uint8 (N, 3, R, R), loaded only when a metric needs the pixels
+    count: int
+    fingerprint: str
+    resolution: int
+    cache_dir: str
+    batch_size: int
+
+
+class PairedImageMetric:
+    """A torchmetrics metric fed ``update(images, real=bool)`` (ColorKL and the like): real images once, then
+    generated images per evaluation; its ``reset`` clears the generated side only."""
+
+    def __init__(self, metric):
+        self.metric = metric
+
+    def prepare_real(self, real: RealSet, device: torch.device) -> None:
+        self.metric.to(device)
+        for chunk in real.images().split(real.batch_size * 4):
+            self.metric.update(chunk.to(device), real=True)
+
+    def update(self, images: Tensor) -> None:
+        self.metric.update(images, real=False)
+
+    def compute(self) -> dict[str, float]:
+        return self.metric.compute()
+
+    def reset(self) -> None:
+        self.metric.reset()
+
+
+class FeatureMetric:
+    """FID / KID / diversity in one extractor's feature space, real features cached on disk."""
+
+    def __init__(self, metric: FeatureDistances):
+        self.metric = metric
+
+    def prepare_real(self, real: RealSet, device: torch.device) -> None:
+        start = time.perf_counter()
+        self.metric.to(device)
+        self.metric.prepare_real(real.images, cache_dir=real.cache_dir, fingerprint=real.fingerprint,
+                                 resolution=real.resolution, num_images=real.count)
+        log.info("Metrics: %d real %s features ready in %.1fs (cache dir %s)", self.metric.num_real, self.metric.name,
+                 time.perf_counter() - start, real.cache_dir)
+
+    def update(self, images: Tensor) -> None:
+        self.metric.update(images=images)
+
+    def compute(self) -> dict[str, float]:
+        return self.metric.compute()
+
+    def reset(self) -> None:
+        self.metric.reset()
+
+
+def _kl(settings: dict, evaluator: Evaluator) -> list:
+    return [PairedImageMetric(ColorKL(bins=settings["bins"], smoothing=settings["smoothing"]))]
+
+
+def _fid(settings: dict, evaluator: Evaluator) -> list:
+    metrics = []
+    for name in settings["extractors"]:
+        weights = settings["inception_weights_path"] if str(name).lower() == "inception" \
+            else settings["effnet_weights_path"]
+        try:
+            extractor = build_feature_extractor(name, weights)
+        except FeatureExtractorUnavailable as e:
+            if evaluator.strict:
+                raise
+            log.warning("FID/KID with the '%s' extractor are skipped: %s", name, e)
+            evaluator.skipped[str(name)] = str(e)
+            continue
+        metrics.append(FeatureMetric(FeatureDistances(
+            extractor, kid_subset_size=settings["kid_subset_size"], kid_subsets=settings["kid_subsets"],
+            batch_size=evaluator.batch_size, seed=evaluator.seed)))
+    return metrics
+
+
+# name -> (default settings, builder). Every key of a metric's settings is listed in its defaults; "enabled"
+# turns it off.
+METRICS: dict[str, tuple[dict, Callable[[dict, Evaluator], list]]] = {
+    "kl": ({"enabled": True, "bins": 16, "smoothing": 1e-3}, _kl),
+    "fid": ({"enabled": True, "extractors": ["effnet_lite0"], "effnet_weights_path": None,
+             "inception_weights_path": None, "kid_subset_size": 1000, "kid_subsets": 100}, _fid),
+}
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
+
+
+class Evaluator:
+    """Args:
+        num_samples: generated images per evaluation, over all devices.
+        num_real: real reference images (the first ones of the dataset); None for all.
+        batch_size: generation and feature-extraction batch size.
+        seed: seed of the evaluation latents (rank r draws from ``seed + r``).
+        cache_dir: where real-image features are cached.
+        strict: an extractor that cannot be built here is an error (True) or one warning and skipped (False).
+        **metrics: per metric in :data:`METRICS`, its settings (e.g. ``kl={"bins": 16}``, ``fid={...}``).
+    """
+
+    def __init__(self, num_samples: int = 512, num_real: int | None = 2000, batch_size: int = 64, seed: int = 0,
+                 cache_dir: str = ".cache/artgan", strict: bool = False, **metrics: Any):
+        if num_samples < 2 or batch_size < 1:
+            raise ConfigError(f"evaluator.num_samples={num_samples} must be >= 2 and evaluator.batch_size="
+                              f"{batch_size} >= 1.")
+        if num_real is not None and num_real < 2:
+            raise ConfigError(f"evaluator.num_real={num_real} must be >= 2 (or null for all images).")
+        unknown = sorted(set(metrics) - set(METRICS))
+        if unknown:
+            raise ConfigError(f"Unknown metric(s) {unknown} under evaluator; known: {', '.join(METRICS)}.")
+        self.num_samples, self.num_real = int(num_samples), None if num_real is None else int(num_real)
+        self.batch_size, self.seed, self.cache_dir, self.strict = int(batch_size), int(seed), str(cache_dir), strict
+        self.settings = {name: self._settings(name, metrics.get(name)) for name in METRICS}
+        self.skipped: dict[str, str] = {}
+        self._metrics: list | None = None
+        self.real_count = 0
+
+    @staticmethod
+    def _settings(name: str, given: Any) -> dict:
+        defaults = METRICS[name][0]
+        given = dict(_plain(given) or {})
+        unknown = sorted(set(given) - set(defaults))
+        if unknown:
+            raise ConfigError(f"Unknown key(s) {unknown} in evaluator.{name}; known keys: {sorted(defaults)}.")
+        merged = {**defaults, **given}
+        if name == "fid" and isinstance(merged["extractors"], str):
+            merged["extractors"] = [merged["extractors"]]
+        return merged
+
+    def describe(self) -> dict:
+        """The protocol, for result files: results are comparable only under the same description."""
+        return {"num_samples": self.num_samples, "num_real": self.real_count, "seed": self.seed,
+                "batch_size": self.batch_size, **{k: v for k, v in self.settings.items() if v["enabled"]}}
+
+    # ----------------------------------------------------------------------------------------- real side
+    def prepare(self, datamodule, device: torch.device | str) -> bool:
+        """Build the metrics and their real side once (later calls return at once). False: nothing to compute."""
+        if self._metrics is not None:
+            return bool(self._metrics)
+        device = torch.device(device)
+        size = int(datamodule.dataset_size)
+        self.real_count = size if self.num_real is None else min(self.num_real, size)
+        if self.real_count < 2:
+            raise ArtGANError(f"The evaluation needs at least 2 real images; the data holds {size}.")
+        cached: list[Tensor] = []
+
+        def real_images() -> Tensor:  # decoded once, shared by every metric that needs the pixels
+            if not cached:
+                cached.append(datamodule.real_images(self.real_count))
+            return cached[0]
+
+        real = RealSet(real_images, self.real_count, datamodule.fingerprint, int(datamodule.resolution),
+                       self.cache_dir, self.batch_size)
+        self._metrics = []
+        for name, (_, build) in METRICS.items():
+            if self.settings[name]["enabled"]:
+                for metric in build(self.settings[name], self):
+                    metric.prepare_real(real, device)
+                    self._metrics.append(metric)
+        return bool(self._metrics)
+
+    # ------------------------------------------------------------------------------------------ evaluate
+    def local_count(self, rank: int, world_size: int) -> int:
+        world = max(1, world_size)
+        return max(1, self.num_samples // world + (1 if rank < self.num_samples % world else 0))
+
+    @torch.no_grad()
+    def evaluate(self, generator, device: torch.device | str, rank: int = 0, world_size: int = 1,
+                 progress: bool = False) -> dict[str, float]:
+        """Generate this rank's share with ``generator`` (eval mode is the caller's business), update, sync and
+        compute. Returns ``{metric: value}``; NaN where a metric could not be computed."""
+        if not self._metrics:
+            return {}
+        for metric in self._metrics:
+            metric.reset()  # the generated side only
+        latents = torch.Generator().manual_seed(self.seed + rank)
+        remaining = self.local_count(rank, world_size)
+        bar = tqdm(total=remaining, desc="Evaluating", unit="img", disable=not progress, dynamic_ncols=True)
+        while remaining > 0:
+            n = min(self.batch_size, remaining)
+            images = generator(generator.sample_latents(n, generator=latents, device=device))
+            for metric in self._metrics:
+                metric.update(images)
+            remaining -= n
+            bar.update(n)
+        bar.close()
+        results: dict[str, float] = {}
+        for metric in self._metrics:
+            results.update({k: float(v) for k, v in metric.compute().items()})
+        bad = sorted(k for k, v in results.items() if not math.isfinite(v))
+        if bad:
+            log.warning("Non-finite metric values %s; raise evaluator.num_samples.", bad)
+        return results
