@@ -12,8 +12,8 @@ from artgan.paths import absolute_path
 
 from . import procedural
 from .batching import check_batch_fits
-from .cache import cache_key, decode_folder, file_identity, load_or_build
-from .discovery import KAGGLE_HINT, find_images
+from .cache import MAX_LISTED, cache_key, decode_folder, file_identity, load_or_build
+from .discovery import KAGGLE_HINT, find_images, plural
 from .preprocess import PreprocessSettings
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ class ArtDataModule(L.LightningDataModule):
 
     @property
     def fingerprint(self) -> str:
-        """Changes whenever the cached images would (files, sizes, mtimes, settings, code version)."""
+        """Changes whenever the cached images would (files, sizes, mtimes, ctimes, settings, code version)."""
         return cache_key(self._identity()[0])
 
     # ---- Lightning hooks ------------------------------------------------------------------------
@@ -190,13 +190,30 @@ class ArtDataModule(L.LightningDataModule):
         if self._images is not None:
             return
         identity, build = self._identity()
-        self._images, self.manifest = load_or_build(absolute_path(self.cache_dir), identity, build)
+        self._images, self.manifest = load_or_build(
+            absolute_path(self.cache_dir), identity, build, on_hit=self._warn_still_skipped
+        )
         log.info(
-            "Data: %d %s images at %d px (cache %s)",
-            len(self._images),
-            self.source,
+            "Data: %s at %d px (cache %s)",
+            plural(len(self._images), f"{self.source} image"),
             self.resolution,
             self.manifest["key"],
+        )
+
+    def _warn_still_skipped(self, manifest: dict) -> None:
+        """On a cache hit, repeat that some files are left out: the build's warning was in an earlier run."""
+        skipped = manifest.get("skipped") or []
+        if not skipped or getattr(self.trainer, "global_rank", 0) != 0:  # once, not once per DDP rank
+            return
+        log.warning(
+            "data.root=%s: the cached images leave out %s that could not be used when the cache was built "
+            "(%s%s; all are listed in %s). Fix or delete them: a file whose content or permissions change "
+            "is picked up by the next run.",
+            self.root,
+            plural(len(skipped), "file"),
+            "; ".join(f"{p}: {why}" for p, why in skipped[:MAX_LISTED]),
+            "; ..." if len(skipped) > MAX_LISTED else "",
+            absolute_path(self.cache_dir) / manifest["key"] / "manifest.json",
         )
 
     def train_dataloader(self) -> DataLoader:
