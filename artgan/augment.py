@@ -210,9 +210,13 @@ class AdaptiveAugmentProbability(nn.Module):
         return f"p={self._p:.4f}, target={self.target}, speed_images={self.speed_images}, interval={self.interval}"
 
 
-def build_augment(policy: str = "", p: float = 1.0, ada: bool = False, ada_target: float = 0.6,
+def build_augment(policy: str | list[str] = "", p: float = 1.0, ada: bool = False, ada_target: float = 0.6,
                   ada_speed_images: int = 20_000, ada_interval: int = 4) -> DiffAugment | None:
-    """The config's entry point (model.augment.*): None when no policy is set, so the seed recipe pays nothing."""
+    """The config's entry point (model.augment.*): None when no policy is set, so the seed recipe pays nothing.
+    ``policy`` is "color,translation" or a list (``model.augment.policy=[color,translation]`` on a command line,
+    where Hydra reads an unquoted comma as a sweep)."""
+    if not isinstance(policy, str):
+        policy = ",".join(policy)
     if not policy:
         if ada:
             raise ConfigError("model.augment.ada=true needs a DiffAugment policy, e.g. "

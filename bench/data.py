@@ -73,9 +73,9 @@ def images_per_second(loader, min_seconds: float, max_epochs: int = 1000) -> flo
 
 
 def tiny_dcgan64(width: int = 32):
-    from artgan.models.dcgan import Discriminator, Generator
+    from artgan.models.dcgan import DCGANDiscriminator, DCGANGenerator
 
-    return Generator(resolution=64, latent_dim=128, ngf=width), Discriminator(resolution=64, ndf=width)
+    return DCGANGenerator(resolution=64, latent_dim=128, ngf=width), DCGANDiscriminator(resolution=64, ndf=width)
 
 
 def train_throughput(batches, steps: int, g, d, opt_g, opt_d) -> tuple[float, float, float]:
@@ -91,7 +91,7 @@ def train_throughput(batches, steps: int, g, d, opt_g, opt_d) -> tuple[float, fl
         real = to_model_range(next(batches))
         wait += time.perf_counter() - t
         b = len(real)
-        z = torch.randn(b, 128, 1, 1)
+        z = g.sample_latents(b)
         fake = g(z)
         d_loss = bce(d(real).flatten(), torch.ones(b)) + bce(d(fake.detach()).flatten(), torch.zeros(b))
         opt_d.zero_grad(set_to_none=True)

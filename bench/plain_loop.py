@@ -40,7 +40,6 @@ class PlainGANLoop:
         self.g, self.d, self.opt_g, self.opt_d = generator, discriminator, opt_g, opt_d
         self.device = torch.device(device)
         self.n_critic, self.channels_last = n_critic, channels_last
-        self.latent_dim = generator.latent_dim
         dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=dtype)) if dtype else contextlib.nullcontext
         self.scaler = torch.amp.GradScaler(self.device.type) if precision == "16-mixed" else None
@@ -62,7 +61,7 @@ class PlainGANLoop:
         n = real.shape[0]
         for i in range(self.n_critic):
             with torch.set_grad_enabled(i == self.n_critic - 1), self.autocast():
-                fake = self.g(torch.randn(n, self.latent_dim, 1, 1, device=self.device))
+                fake = self.g(self.g.sample_latents(n, device=self.device))
             with self.autocast():
                 d_loss = d_loss_bce(self.d(real), self.d(fake.detach()))
             self.opt_d.zero_grad(set_to_none=True)

@@ -47,13 +47,14 @@ from artgan.train import instantiate_group, resolve_strategy  # noqa: E402
 VARIANTS: dict[str, list[str]] = {
     "base": [],
     "channels_last": ["model.channels_last=true"],
-    "fused_adam": ["model.fused_adam=true"],
+    "fused_adam": ["model.optimizer_g.fused=true", "model.optimizer_d.fused=true"],
     "compile": ["model.compile=true"],
     "bf16": ["trainer.precision=bf16-mixed"],
     "fp16": ["trainer.precision=16-mixed"],
-    "bf16+cl+fused": ["trainer.precision=bf16-mixed", "model.channels_last=true", "model.fused_adam=true"],
-    "bf16+cl+fused+compile": ["trainer.precision=bf16-mixed", "model.channels_last=true", "model.fused_adam=true",
-                              "model.compile=true"],
+    "bf16+cl+fused": ["trainer.precision=bf16-mixed", "model.channels_last=true", "model.optimizer_g.fused=true",
+                      "model.optimizer_d.fused=true"],
+    "bf16+cl+fused+compile": ["trainer.precision=bf16-mixed", "model.channels_last=true",
+                              "model.optimizer_g.fused=true", "model.optimizer_d.fused=true", "model.compile=true"],
 }
 CPU_VARIANTS = ["base", "channels_last", "fused_adam", "compile"]
 GPU_VARIANTS = ["base", "channels_last", "fused_adam", "bf16", "fp16", "bf16+cl+fused", "bf16+cl+fused+compile"]
@@ -141,8 +142,8 @@ class Case:
                           f"trainer.accelerator={'gpu' if device.type == 'cuda' else 'cpu'}", *VARIANTS[variant]]
         self.cfg = self._compose()
         self.cfg_bare = self._compose("logger=none", "callbacks=none")
-        self.module = instantiate(self.cfg.model.module)
-        m = self.cfg.model.module
+        self.module = instantiate(self.cfg.model)
+        m = self.cfg.model
         g, d = instantiate(m.generator), instantiate(m.discriminator)
         g.load_state_dict(self.module.generator.state_dict())
         d.load_state_dict(self.module.discriminator.state_dict())

@@ -106,7 +106,7 @@ def test_matches_torchmetrics_fid_and_kid_classes():
     ours.update(fake[:20])
     ours.update(fake[20:])
     got = ours.compute()
-    assert set(got) == {"fid_proj", "kid_proj", "kid_proj_std"}
+    assert set(got) == {"fid_proj", "kid_proj", "kid_proj_std", "diversity_proj"}
 
     tm_fid = FrechetInceptionDistance(feature=ex, reset_real_features=False)
     tm_fid.update(real, real=True)

@@ -112,7 +112,8 @@ class DivergenceGuard(Callback):
                 "setting" if last else "No checkpoint was saved before that; restart with a gentler setting")
         raise TrainingDiverged(
             f"Training diverged at epoch {trainer.current_epoch}, step {step} (trainer.global_step="
-            f"{trainer.global_step}): {reason}. {kept} (e.g. lower model.lr_d / model.lr_g, model.loss=hinge, "
-            "model.spectral_norm=true, model.r1_gamma=1 or model.label_smoothing=0.1). To train on regardless, "
+            f"{trainer.global_step}): {reason}. {kept} (e.g. lower model.optimizer_d.lr / model.optimizer_g.lr, "
+            "model/loss=hinge, model.discriminator.spectral_norm=true, model.loss.r1_gamma=1 or, with the BCE loss, "
+            "model.loss.label_smoothing=0.1). To train on regardless, "
             "set callbacks.divergence_guard=null."
         )

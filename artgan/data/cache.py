@@ -24,6 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from artgan.errors import ArtGANError
+from artgan.io import atomic_write
 
 from .discovery import KAGGLE_HINT, plural
 from .preprocess import BadImageError, PreprocessSettings, preprocess_file
@@ -44,7 +45,7 @@ LOCK_NOTICE_AFTER = 2.0
 LOCK_NOTICE_EVERY = 30.0
 LOCK_POLL_SECONDS = 0.1
 
-# Only names this module writes: <key>/ folders and _atomic_write's ".<name>.<pid>.tmp" files in them.
+# Only names this module writes: <key>/ folders and artgan.io.atomic_write's ".<name>.<pid>.tmp" files in them.
 _KEY_DIR = re.compile(r"^[0-9a-f]{20}$")
 _TEMP_FILE = re.compile(r"^\.(images\.npy|manifest\.json)\.\d+\.tmp$")
 
@@ -169,23 +170,6 @@ def remove_stale_temp_files(cache_dir: Path, own_key: str) -> None:
         )
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _save_npy(array: np.ndarray):
-    def write(tmp: Path):
-        with open(tmp, "wb") as f:  # a file object, so np.save does not append ".npy" to the tmp name
-            np.save(f, array)
-
-    return write
-
-
 def load_or_build(
     cache_dir: str | os.PathLike,
     identity: dict,
@@ -214,7 +198,7 @@ def load_or_build(
                 remove_stale_temp_files(cache_dir, key)
                 start = time.perf_counter()
                 images, info = build()
-                _atomic_write(images_path, _save_npy(images))
+                atomic_write(images_path, lambda f: np.save(f, images))  # a file object: no ".npy" appended
                 manifest = {
                     "key": key,
                     "cache_version": CACHE_VERSION,
@@ -225,7 +209,7 @@ def load_or_build(
                     "identity": identity,
                     **info,
                 }
-                _atomic_write(manifest_path, lambda p: p.write_text(json.dumps(manifest, indent=1)))
+                atomic_write(manifest_path, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
                 log.info(
                     "Cached %s in %s (%.1f s)",
                     plural(int(images.shape[0]), "image"),

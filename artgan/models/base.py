@@ -41,9 +41,27 @@ def spec_of(network: Generator | Discriminator) -> dict:
     return {"class": registry.class_path(type(network)), "kwargs": dict(network.config)}
 
 
-class Generator(nn.Module):
+def _rebuild(kind: str, spec: dict, state: dict, training: bool) -> nn.Module:
+    network = registry.build(kind, spec)
+    tensors = [t for t in state.values() if isinstance(t, torch.Tensor)]
+    if tensors:
+        network.to(tensors[0].device)  # a deepcopy of a network on the GPU stays there
+    network.load_state_dict(state)
+    return network.train(training)
+
+
+class _Rebuildable:
+    """Pickling (and deepcopy) through ``spec()`` and the state dict: layers with parametrizations (spectral
+    norm) refuse to pickle, and ``trainer.strategy=ddp_spawn`` pickles the whole module."""
+
+    def __reduce__(self):
+        return _rebuild, (self.kind, self.spec(), self.state_dict(), self.training)
+
+
+class Generator(_Rebuildable, nn.Module):
     """Base class of every generator. Subclasses build their layers after ``super().__init__(...)``."""
 
+    kind = "generator"
     supported_resolutions: tuple[int, ...] = RESOLUTIONS
     #: short name that checkpoints of format 1 used ("dcgan"); None for newer classes
     legacy_name: str | None = None
@@ -73,9 +91,10 @@ class Generator(nn.Module):
         return spec_of(self)
 
 
-class Discriminator(nn.Module):
+class Discriminator(_Rebuildable, nn.Module):
     """Base class of every discriminator."""
 
+    kind = "discriminator"
     supported_resolutions: tuple[int, ...] = RESOLUTIONS
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
