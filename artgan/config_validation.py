@@ -31,11 +31,25 @@ def validate(cfg: DictConfig) -> None:
         _check_model(model)
     if data is not None:
         _check_data(data, model)
+        if data.get("source") == "folder":
+            from artgan.data.discovery import check_run_dir_outside
+
+            check_run_dir_outside(data.get("root"), _run_dir(cfg))
     if trainer is not None:
+        from artgan.precision import resolve_precision
+
+        resolve_precision(trainer.get("precision", "auto"), trainer.get("accelerator", "auto"))
         world = _check_devices(trainer)
         if data is not None:
             _check_batch_size(data, world)
     _check_ckpt_path(cfg)
+
+
+def _run_dir(cfg: DictConfig) -> str | None:
+    try:
+        return cfg.paths.output_dir
+    except Exception:  # noqa: BLE001 - ${hydra:...} outside a Hydra run (tests, notebooks)
+        return None
 
 
 # ---------------------------------------------------------------------------------------------- model

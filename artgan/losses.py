@@ -72,7 +72,8 @@ class AdversarialLoss:
         lazy_r1 = self.r1_gamma > 0 and step % self.r1_every == 0
         if lazy_r1:
             real = real.detach().requires_grad_(True)
-        real_logits, fake_logits = d(real), d(fake)
+        # Objectives in float32 whatever precision D ran in (bf16 autocast): sums of many small terms.
+        real_logits, fake_logits = d(real).float(), d(fake).float()
         adversarial = self.d_terms(real_logits, fake_logits)
         total = adversarial
         extra = self.penalty(d, real, fake)
@@ -83,8 +84,8 @@ class AdversarialLoss:
         return DiscriminatorLoss(total, adversarial.detach(), real_logits.detach(), fake_logits.detach())
 
     def generator_loss(self, d: DiscriminatorFn, fake: Tensor, real: Tensor) -> Tensor:
-        real_logits = d(real) if self.g_needs_real_logits else None
-        return self.g_term(d(fake), real_logits)
+        real_logits = d(real).float() if self.g_needs_real_logits else None
+        return self.g_term(d(fake).float(), real_logits)
 
     def spec(self) -> dict:
         """A plain description for checkpoints and logs."""
@@ -185,11 +186,11 @@ def gradient_penalty(d: DiscriminatorFn, real: Tensor, fake: Tensor) -> Tensor:
     """(||grad D(x_hat)||_2 - 1)^2 on random real/fake interpolates."""
     alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
     x_hat = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
-    (grad,) = torch.autograd.grad(d(x_hat).sum(), x_hat, create_graph=True)
-    return ((grad.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
+    (grad,) = torch.autograd.grad(d(x_hat).float().sum(), x_hat, create_graph=True)
+    return ((grad.float().flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
 
 
 def r1_penalty(real_logits: Tensor, real_images: Tensor) -> Tensor:
     """Mean squared gradient norm of D's output w.r.t. real images."""
     (grad,) = torch.autograd.grad(real_logits.sum(), real_images, create_graph=True)
-    return grad.flatten(1).pow(2).sum(1).mean()
+    return grad.float().flatten(1).pow(2).sum(1).mean()  # float32: squares of small gradients

@@ -10,12 +10,14 @@ from pathlib import Path
 import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
 from artgan.callbacks.preemption import stop_reasons
 from artgan.config_validation import validate
 from artgan.distributed import check_launch, resolve_strategy
 from artgan.errors import ConfigError
+from artgan.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,14 @@ def build_model(model_cfg: DictConfig) -> L.LightningModule:
         where = key.group(1) if key else "model"
         raise ConfigError(f"{where}: {cause} Check the settings under {where} (python train.py --cfg job "
                           "prints them).") from err
+
+
+def build_trainer(trainer_cfg: DictConfig, callbacks: list, loggers: list, **overrides) -> L.Trainer:
+    """The Trainer, with the strategy and precision that "auto" means on this machine (logged once)."""
+    precision, why = resolve_precision(trainer_cfg.get("precision", "auto"), trainer_cfg.get("accelerator", "auto"))
+    rank_zero_info(f"Precision: {precision} ({why})")
+    return instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False,
+                       strategy=resolve_strategy(trainer_cfg), precision=precision, **overrides)
 
 
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
@@ -87,12 +97,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     datamodule = instantiate(cfg.data)
     model = build_model(cfg.model)
-    callbacks = instantiate_group(cfg.get("callbacks"))
-    loggers = instantiate_group(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                     strategy=resolve_strategy(cfg.trainer))
+    trainer = build_trainer(cfg.trainer, instantiate_group(cfg.get("callbacks")), instantiate_group(cfg.get("logger")))
+    hparams = {**flat_hparams(cfg), "trainer/precision": trainer.precision}
     for logger in trainer.loggers:
-        logger.log_hyperparams(flat_hparams(cfg))
+        logger.log_hyperparams(hparams)
 
     log.info("Run directory: %s", cfg.paths.output_dir)
     with stop_reasons(trainer):  # SIGTERM/SIGINT: checkpoint saved, one paragraph, exit 143/130
