@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -214,20 +214,31 @@ class Evaluator:
                  progress: bool = False) -> dict[str, float]:
         """Generate this rank's share with ``generator`` (eval mode is the caller's business), update, sync and
         compute. Returns ``{metric: value}``; NaN where a metric could not be computed."""
+        count = self.local_count(rank, world_size)
+        latents = torch.Generator().manual_seed(self.seed + rank)
+
+        def batches():
+            remaining = count
+            while remaining > 0:
+                n = min(self.batch_size, remaining)
+                yield generator(generator.sample_latents(n, generator=latents, device=device))
+                remaining -= n
+
+        return self.evaluate_images(batches(), total=count, progress=progress)
+
+    @torch.no_grad()
+    def evaluate_images(self, batches: Iterable[Tensor], total: int | None = None,
+                        progress: bool = False) -> dict[str, float]:
+        """The metrics of a stream of image batches (float in [-1, 1] or uint8) against the prepared real set."""
         if not self._metrics:
             return {}
         for metric in self._metrics:
             metric.reset()  # the generated side only
-        latents = torch.Generator().manual_seed(self.seed + rank)
-        remaining = self.local_count(rank, world_size)
-        bar = tqdm(total=remaining, desc="Evaluating", unit="img", disable=not progress, dynamic_ncols=True)
-        while remaining > 0:
-            n = min(self.batch_size, remaining)
-            images = generator(generator.sample_latents(n, generator=latents, device=device))
+        bar = tqdm(total=total, desc="Evaluating", unit="img", disable=not progress, dynamic_ncols=True)
+        for images in batches:
             for metric in self._metrics:
                 metric.update(images)
-            remaining -= n
-            bar.update(n)
+            bar.update(len(images))
         bar.close()
         results: dict[str, float] = {}
         for metric in self._metrics:
