@@ -34,6 +34,8 @@ from artgan.errors import ArtGANError, ConfigError
 from artgan.metrics.features import FeatureExtractorUnavailable, build_feature_extractor
 from artgan.metrics.fid import FeatureDistances
 from artgan.metrics.kl import ColorKL
+from artgan.metrics.spectral import SpectralDistance
+from artgan.metrics.swd import SlicedWasserstein
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +98,23 @@ class FeatureMetric:
         self.metric.reset()
 
 
-def _kl(settings: dict, evaluator: Evaluator) -> list:
+def _kl(settings: dict, evaluator: Evaluator, real: RealSet) -> list:
     return [PairedImageMetric(ColorKL(bins=settings["bins"], smoothing=settings["smoothing"]))]
 
 
-def _fid(settings: dict, evaluator: Evaluator) -> list:
+def _swd(settings: dict, evaluator: Evaluator, real: RealSet) -> list:
+    return [PairedImageMetric(SlicedWasserstein(**_without_enabled(settings)))]
+
+
+def _spectral(settings: dict, evaluator: Evaluator, real: RealSet) -> list:
+    return [PairedImageMetric(SpectralDistance(real.resolution, **_without_enabled(settings)))]
+
+
+def _without_enabled(settings: dict) -> dict:
+    return {k: v for k, v in settings.items() if k != "enabled"}
+
+
+def _fid(settings: dict, evaluator: Evaluator, real: RealSet) -> list:
     metrics = []
     for name in settings["extractors"]:
         weights = settings["inception_weights_path"] if str(name).lower() == "inception" \
@@ -120,9 +134,12 @@ def _fid(settings: dict, evaluator: Evaluator) -> list:
 
 
 # name -> (default settings, builder). Every key of a metric's settings is listed in its defaults; "enabled"
-# turns it off.
-METRICS: dict[str, tuple[dict, Callable[[dict, Evaluator], list]]] = {
+# turns it off. The network-free metrics (kl, swd, spectral) come first: they judge what no discriminator sees.
+METRICS: dict[str, tuple[dict, Callable[[dict, Evaluator, RealSet], list]]] = {
     "kl": ({"enabled": True, "bins": 16, "smoothing": 1e-3}, _kl),
+    "swd": ({"enabled": True, "patches_per_image": 64, "num_directions": 128, "num_repeats": 4,
+             "min_resolution": 16, "seed": 0}, _swd),
+    "spectral": ({"enabled": True, "high_freq_start": 0.5}, _spectral),
     "fid": ({"enabled": True, "extractors": ["effnet_lite0"], "effnet_weights_path": None,
              "inception_weights_path": None, "kid_subset_size": 1000, "kid_subsets": 100}, _fid),
 }
@@ -199,7 +216,7 @@ class Evaluator:
         self._metrics = []
         for name, (_, build) in METRICS.items():
             if self.settings[name]["enabled"]:
-                for metric in build(self.settings[name], self):
+                for metric in build(self.settings[name], self, real):
                     metric.prepare_real(real, device)
                     self._metrics.append(metric)
         return bool(self._metrics)
