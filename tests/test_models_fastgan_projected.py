@@ -1,0 +1,174 @@
+"""FastGAN generator and Projected GAN discriminator: shapes, contracts, frozen backbone, checkpoints."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from artgan.models import backbones, registry
+from artgan.models.fastgan import FastGANGenerator, NoiseInjection
+from artgan.models.projected import ProjectedDiscriminator, RandomProjection, mini_discriminator
+
+LITE0_CHANNELS = [24, 40, 112, 320]  # EfficientNet-Lite0 at strides 4, 8, 16, 32
+
+
+@pytest.fixture(scope="module")
+def d64() -> ProjectedDiscriminator:
+    torch.manual_seed(0)
+    return ProjectedDiscriminator(64)
+
+
+@pytest.fixture(scope="module")
+def d64_224() -> ProjectedDiscriminator:
+    torch.manual_seed(0)
+    return ProjectedDiscriminator(64, backbone_size=224, max_channels=64)
+
+
+def images(n: int = 2, size: int = 64, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+# ------------------------------------------------------------------------------------------- generator
+@pytest.mark.parametrize("resolution", [64, 128, 256, 512])
+def test_generator_shapes_range_and_sle(resolution):
+    g = FastGANGenerator(resolution, latent_dim=32, ngf=8)
+    out = g(g.sample_latents(2, generator=torch.Generator().manual_seed(0)))
+    assert out.shape == (2, 3, resolution, resolution)
+    assert torch.isfinite(out).all() and out.abs().max() <= 1
+    # Skip-layer excitation 4->64, 8->128, 16->256, 32->512 px: a 64 px generator has one.
+    assert set(g.excite) == {str(s) for s in (64, 128, 256, 512) if s <= resolution}
+
+
+def test_generator_full_blocks_and_latent_normalisation():
+    g = FastGANGenerator(64, latent_dim=16, ngf=8, lite=False)
+    z = g.sample_latents(2, generator=torch.Generator().manual_seed(0))
+    g(z).square().mean().backward()
+    # Every parameter takes part in each forward (DDP without find_unused_parameters).
+    assert all(p.grad is not None for p in g.parameters())
+    g.eval()
+    assert torch.allclose(g(z), g(5 * z), atol=1e-6)  # z is scaled to unit second moment first
+
+
+def test_generator_has_no_transposed_conv_but_the_initial_4x4_and_spectral_norm_everywhere():
+    g = FastGANGenerator(128, latent_dim=16, ngf=8, lite=False)
+    transposed = [m for m in g.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert transposed == [g.initial[0]] and g.initial[0].kernel_size == (4, 4)
+    convs = [m for m in g.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    assert convs and all(torch.nn.utils.parametrize.is_parametrized(m, "weight") for m in convs)
+    assert all(m.mode == "nearest" for m in g.modules() if isinstance(m, nn.Upsample))
+
+
+def test_generator_spec_round_trip():
+    g = FastGANGenerator(64, latent_dim=16, ngf=8, lite=False)
+    with torch.no_grad():
+        for m in g.modules():
+            if isinstance(m, NoiseInjection):  # noise strengths start at zero
+                m.weight.fill_(0.3)
+    g.train()(g.sample_latents(4))  # move BatchNorm running statistics away from their defaults
+    torch.manual_seed(1)  # a different init for the rebuilt copy
+    rebuilt = registry.build("generator", g.spec())
+    assert type(rebuilt) is FastGANGenerator and rebuilt.spec() == g.spec()
+    z = g.sample_latents(3, generator=torch.Generator().manual_seed(2))
+
+    def sample(net: FastGANGenerator) -> torch.Tensor:
+        torch.manual_seed(3)  # the noise injection draws from the global generator
+        return net.eval()(z)
+
+    assert not torch.allclose(sample(rebuilt), sample(g))
+    rebuilt.load_state_dict(g.state_dict(), strict=True)
+    assert torch.equal(sample(rebuilt), sample(g))
+
+
+# --------------------------------------------------------------------------------------- discriminator
+@pytest.mark.parametrize("input_size", [64, 68, 100, 224, 512])
+def test_mini_discriminators_follow_the_feature_sizes(input_size):
+    """Feature maps as the backbone makes them ('same' padding: ceil per stride 2) at any input size: each
+    head halves its map while it is larger than 8 x 8, then a 4x4 conv gives 1x1 to 5x5 logits."""
+    features = [torch.randn(1, c, math.ceil(input_size / s), math.ceil(input_size / s))
+                for c, s in zip(LITE0_CHANNELS, (4, 8, 16, 32))]
+    projected = RandomProjection(LITE0_CHANNELS, 8)(features)
+    assert [f.shape[-1] for f in projected] == [2 * f.shape[-1] for f in features]
+    for f in projected:
+        head = mini_discriminator(f.shape[1], f.shape[-1], max_channels=16)
+        sizes = [f.shape[-1]]
+        x = f
+        for block in range(len(head) // 3):  # conv, BatchNorm, LeakyReLU per down block
+            x = head[3 * block:3 * block + 3](x)
+            sizes.append(x.shape[-1])
+        assert all(s > 8 for s in sizes[:-1]) and 4 <= sizes[-1] <= 8, sizes
+        assert head(f).shape == (1, 1, sizes[-1] - 3, sizes[-1] - 3)
+
+
+def test_discriminator_logits_shape(d64, d64_224):
+    # Native 64 px: projected maps 32, 16, 8, 4 -> 2, 1, 0, 0 down blocks -> 5x5, 5x5, 5x5, 1x1 logits.
+    assert d64(images()).shape == (2, 3 * 25 + 1)
+    # 224 px as projected-gan: maps 112, 56, 28, 14 -> 4, 3, 2, 1 down blocks -> 4 x (4x4) logits.
+    assert d64_224(images()).shape == (2, 4 * 16)
+    assert registry.build("discriminator", {"class": registry.class_path(ProjectedDiscriminator),
+                                            "kwargs": d64.config}).config == d64.config
+
+
+def test_backbone_is_the_packaged_lite0_and_stays_frozen(d64):
+    reference = backbones.efficientnet_lite0()
+    assert torch.equal(d64.backbone.stages[0][0].weight, reference.conv_stem.weight)
+    d64.train()
+    assert d64.training and all(m.training for m in d64.mini_discriminators.modules())
+    assert not any(m.training for m in d64.backbone.modules())
+    assert not any(m.training for m in d64.projection.modules())
+    trainable = {id(p) for p in d64.trainable_parameters()}
+    frozen = list(d64.backbone.parameters()) + list(d64.projection.parameters())
+    assert frozen and not any(p.requires_grad or id(p) in trainable for p in frozen)
+    assert trainable == {id(p) for p in d64.mini_discriminators.parameters()}
+    for p in d64.trainable_parameters():  # frozen for G's step, as Lightning's toggle_optimizer does
+        p.requires_grad_(False)
+    assert {id(p) for p in d64.trainable_parameters()} == trainable
+    for p in d64.trainable_parameters():
+        p.requires_grad_(True)
+
+
+def test_state_dict_leaves_out_the_backbone_and_round_trips(d64):
+    state = d64.state_dict()
+    assert not any(k.startswith("backbone.") for k in state)
+    assert any(k.startswith("projection.") for k in state)  # the random projections are part of D
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    torch.manual_seed(12345)  # other random projections and heads
+    fresh = ProjectedDiscriminator(64)
+    x = images()
+    assert not torch.allclose(fresh.eval()(x), d64.eval()(x))
+    fresh.load_state_dict(torch.load(io.BytesIO(buffer.getvalue()), weights_only=True), strict=True)
+    assert torch.equal(fresh(x), d64(x))
+    # Nested, as inside a LightningModule: the prefix is honoured both ways.
+    outer = nn.ModuleDict({"discriminator": fresh})
+    nested = outer.state_dict()
+    assert not any(".backbone." in k for k in nested)
+    outer.load_state_dict(nested, strict=True)
+    d64.train()
+
+
+def test_gradient_reaches_the_image_not_the_frozen_weights(d64):
+    d64.train().zero_grad(set_to_none=True)
+    x = images().requires_grad_(True)
+    d64(x).mean().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    assert all(p.grad is None for p in list(d64.backbone.parameters()) + list(d64.projection.parameters()))
+    # Every trainable parameter takes part in each forward (DDP without find_unused_parameters).
+    assert all(p.grad is not None for p in d64.trainable_parameters())
+    d64.zero_grad(set_to_none=True)
+
+
+def test_channels_last_input_gives_the_same_logits(d64_224):
+    d = d64_224.eval()
+    x = images(seed=4)
+    assert torch.allclose(d(x.contiguous(memory_format=torch.channels_last)), d(x), atol=1e-5)
+    d.train()
+
+
+@pytest.mark.parametrize("bad", [32, 63, 224.0, True])
+def test_backbone_size_is_checked(bad):
+    with pytest.raises(ValueError, match="backbone_size"):
+        ProjectedDiscriminator(64, backbone_size=bad)
