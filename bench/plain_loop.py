@@ -3,8 +3,9 @@
 It is the algorithm of ``GANModule.training_step`` written as a user would in a notebook, and a strict one:
 per batch, ``n_critic`` D steps on real + detached fake images, then one G step that reuses the last fake
 (no second G forward) with D's parameters frozen (``requires_grad_(False)``) so the G backward computes no
-D weight gradients. Non-saturating BCE loss, the optimizers it is given (Adam in the benchmark), uint8
-batches turned into [-1, 1] on the device. Nothing is logged and nothing is read back to the host.
+D weight gradients. Non-saturating BCE or hinge loss, the DiffAugment module it is given on everything D sees,
+the optimizers it is given (Adam in the benchmark), uint8 batches turned into [-1, 1] on the device. Nothing is
+logged and nothing is read back to the host.
 """
 
 from __future__ import annotations
@@ -27,6 +28,14 @@ def g_loss_bce(fake_logits: Tensor) -> Tensor:
     return F.softplus(-fake_logits).mean()
 
 
+def d_loss_hinge(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
+
+
+def g_loss_hinge(fake_logits: Tensor) -> Tensor:
+    return -fake_logits.mean()
+
+
 class PlainGANLoop:
     """``G``, ``D`` and their optimizers, trained step by step on uint8 batches.
 
@@ -36,8 +45,12 @@ class PlainGANLoop:
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, opt_g: torch.optim.Optimizer,
                  opt_d: torch.optim.Optimizer, device: torch.device | str = "cpu", n_critic: int = 1,
-                 channels_last: bool = False, precision: str = "32-true"):
+                 channels_last: bool = False, precision: str = "32-true", hinge: bool = False,
+                 augment: nn.Module | None = None):
         self.g, self.d, self.opt_g, self.opt_d = generator, discriminator, opt_g, opt_d
+        self.d_loss, self.g_loss = (d_loss_hinge, g_loss_hinge) if hinge else (d_loss_bce, g_loss_bce)
+        self.augment = augment or nn.Identity()
+        self.d_trained = list(discriminator.trainable_parameters())
         self.device = torch.device(device)
         self.n_critic, self.channels_last = n_critic, channels_last
         dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
@@ -63,16 +76,17 @@ class PlainGANLoop:
             with torch.set_grad_enabled(i == self.n_critic - 1), self.autocast():
                 fake = self.g(self.g.sample_latents(n, device=self.device))
             with self.autocast():
-                d_loss = d_loss_bce(self.d(real), self.d(fake.detach()))
+                d_loss = self.d_loss(self.d(self.augment(real)).float(),
+                                     self.d(self.augment(fake.detach())).float())
             self.opt_d.zero_grad(set_to_none=True)
             self._backward_step(d_loss, self.opt_d)
-        for p in self.d.parameters():
+        for p in self.d_trained:
             p.requires_grad_(False)
         with self.autocast():
-            g_loss = g_loss_bce(self.d(fake))
+            g_loss = self.g_loss(self.d(self.augment(fake)).float())
         self.opt_g.zero_grad(set_to_none=True)
         self._backward_step(g_loss, self.opt_g)
-        for p in self.d.parameters():
+        for p in self.d_trained:  # a frozen backbone stays frozen
             p.requires_grad_(True)
 
     def run(self, batches: Iterable[Tensor], warmup: int, steps: int) -> float:

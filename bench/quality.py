@@ -1,36 +1,37 @@
-"""Sample quality at equal budget: the seed recipe (experiment=seed_dcgan) against ours (experiment=best_64).
+"""Sample quality at EQUAL TRAINING TIME: the seed recipe, the DCGAN best recipe and the FastGAN + projected
+discriminator recipe on the 557-painting sample (../shared/data/abstract-art-gallery-sample).
 
-Both recipes train at 64 px on the 557-painting sample (../shared/data/abstract-art-gallery-sample) for the
-same number of real images seen and under the same wall-clock cap, over several seeds, each as its own
-``train.py`` subprocess (run dirs ``bench/results/runs/<recipe>_s<seed>``) with everything that is not
-training switched off (no metrics, samples, plots, logger, progress bar or divergence guard; only the final
-``last.ckpt``). Then every final checkpoint is evaluated with one fixed protocol:
+Why equal time and not equal images: the recipes cost different amounts per image (the projected discriminator
+runs a pretrained network), so equal images would favour the expensive one. Every run gets the same number of
+minutes on the same clock (bench/budget.py): the CPU time of its training batches, each run a ``train.py``
+subprocess with one torch thread pinned to its own core (``--jobs`` runs side by side), so a run's minutes are
+one core's minutes whatever else the machine does. Snapshots of the sampling generator (EMA when the recipe has
+one) are written every ``--snapshot-minutes`` and scored after training, so scoring costs no training time and
+every recipe is scored at the same points: the curves of quality against minutes and the time each recipe
+needs to reach the seed recipe's final quality come from them.
 
-* the EMA generator when the checkpoint has one (``artgan.generate.checkpoint.load_generator``), eval mode;
-* ``--num-fake`` (1000) images from latents seeded with ``EVAL_SEED`` (the same latents for every run);
-* the real side: all 557 paintings through the data pipeline of ``data=abstract_art`` at 64 px (unflipped,
-  centre-cropped), their features cached like the training metrics';
-* FID and KID (cubic-kernel MMD, subsets of min(1000, n_real, n_fake) images, 100 subsets, seeded) in the
-  feature space of the offline ImageNet EfficientNet-Lite0 (``artgan.metrics``, 1280-d, 224 px);
-* diversity ratio: mean pairwise cosine feature distance of generated images / that of the real images,
-  on equal-size random subsets (``artgan.generate.compare.diversity``).
+Scoring (artgan.metrics.evaluator.Evaluator, the protocol of conf/evaluator/default.yaml): ``--num-samples``
+(1,000) images from seeded latents (the same for every snapshot) against all real paintings at the bench's
+resolution (data=abstract_art pipeline, centre crop):
 
-The images budget: ``--images N`` (default 70,400: the README's table, about 20-25 minutes per run on a 2-core
-CPU), or ``auto``: a short calibration run of the slower recipe
-(best_64: DiffAugment and R1 cost time) measures its images/s on this machine, and the budget is what it
-trains in ``--budget-minutes`` (rounded down to whole batches of every recipe). Every run gets
-``trainer.max_steps`` for that many images and the common cap ``trainer.max_time = --budget-minutes``; a run
-that hits the cap first is flagged in the table. Wall time (training loop, from Lightning's Timer) and images
-seen (from the checkpoint) are reported per run.
+* network-free: multi-scale sliced Wasserstein distance (SWD, x1e3), spectral high-frequency distance
+  (up-sampling artefacts), colour-histogram KL;
+* in ImageNet EfficientNet-Lite0 features: FID, KID and the diversity ratio. The projected discriminator trains
+  against EfficientNet-Lite0 features, so for that recipe these are the discriminator's own feature space
+  (marked in the report): read them next to SWD and the pictures (Kynkaanniemi et al., ICLR 2023).
 
-Writes ``bench/results/quality.md`` (table, means per recipe, the target check, the machine),
-``bench/results/quality.json`` and ``bench/results/quality_samples.png`` (both recipes' sample grids side by
-side, seed 0 runs, the first 64 evaluation images).
+The real-vs-real floor of every metric: the paintings split into two random halves, one scored against the
+other (smaller sets than the runs', so FID is biased upwards there; KID is unbiased).
 
-    .venv/bin/python bench/quality.py                       # the README's table: 70,400 images, 2 seeds (~50 min)
-    .venv/bin/python bench/quality.py --quick               # smoke run: 1 minute per run, one seed
-    .venv/bin/python bench/quality.py --images auto --budget-minutes 10 --seeds 0,1,2
-    .venv/bin/python bench/quality.py --eval-only           # re-evaluate the existing runs
+Writes ``bench/results/<name>.md`` (tables, target checks, time to quality, machine), ``<name>.json``,
+``<name>_samples.png`` (paintings beside each recipe's final samples) and ``<name>_curves.png`` (SWD and KID
+against minutes).
+
+    .venv/bin/python bench/quality.py                                  # 64 px: 3 recipes x 2 seeds, 25 min each
+    .venv/bin/python bench/quality.py --resolution 128 --minutes 50 --seeds 0 --name quality128
+    .venv/bin/python bench/quality.py --quick                          # smoke run: 1 minute per run, one seed
+    .venv/bin/python bench/quality.py --recipes "a=best_64;model.discriminator.backbone_size=128" --name tune
+    .venv/bin/python bench/quality.py --eval-only --name quality64     # re-score the existing runs
 
 Not part of the test suite. Skips with a message (exit 0) when the shared data folder is absent.
 """
@@ -51,16 +52,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "bench"
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "abstract-art-gallery-sample"
-DEFAULT_OUT = REPO / "bench" / "results"
-SEED_RECIPE, OUR_RECIPE = "seed_dcgan", "best_64"
-EVAL_SEED = 2024          # latents of the evaluation images (the same for every run)
-KID_SUBSET_SIZE = 1000    # shrinks to min(n_real, n_fake)
-KID_SUBSETS = 100
-TARGET_KID_RATIO = 0.5    # ours <= 0.5 x seed recipe
-TARGET_DIVERSITY = 0.9    # ours >= 0.9 x real images'
-
-# Everything that is not training is off, so the wall time is the training loop's.
+DEFAULT_OUT = BENCH / "results"
+RECIPES = {64: ["seed_dcgan", "best_dcgan64", "best_64"], 128: ["seed_dcgan128", "best_dcgan128", "best_128"]}
+EVAL_SEED = 2024  # latents of the scoring images (the same for every snapshot)
+# Everything that is not training is off; the budget callback stops the run and writes the snapshots.
 BENCH_OVERRIDES = [
     "trainer.accelerator=cpu",
     "logger=none",
@@ -77,16 +74,16 @@ BENCH_OVERRIDES = [
     "trainer.max_epochs=-1",
     "trainer.log_every_n_steps=50",
 ]
+CURVE_METRICS = ("swd", "kid_effnet")
+SHOWN = ("swd", "spectral_hf", "kl_real_fake", "kid_effnet", "fid_effnet", "diversity_effnet")
 
 
-# ------------------------------------------------------------------------------------------- machine
 def machine() -> dict:
     import lightning as L
     import torch
-    from machine import cpu_model, usable_cores  # bench/machine.py, beside this script
+    from machine import cpu_model, usable_cores  # bench/machine.py
 
-    cpu, cores = cpu_model(), usable_cores()
-    return {"cpu": cpu, "cores": cores, "torch": torch.__version__, "lightning": L.__version__,
+    return {"cpu": cpu_model(), "cores": usable_cores(), "torch": torch.__version__, "lightning": L.__version__,
             "python": platform.python_version(), "gpu": "none (CPU run)"}
 
 
@@ -100,292 +97,349 @@ def load_average() -> float:
 # -------------------------------------------------------------------------------------------- recipes
 @dataclass
 class Recipe:
-    label: str                      # row name in the table
-    experiment: str                 # experiment=<...>
+    label: str
+    experiment: str
     overrides: list[str] = field(default_factory=list)
-    batch_size: int = 0             # filled from the composed config
-    n_critic: int = 1
-    ema_decay: float | None = None
     summary: str = ""
+    precision: str = ""
+    trains_in_effnet_space: bool = False  # its D looks through EfficientNet-Lite0
 
 
-def parse_variant(text: str) -> Recipe:
-    """``label=experiment;key=value;key=value`` (tuning runs); ``label`` alone means experiment=label."""
+def parse_recipe(text: str) -> Recipe:
+    """``experiment`` or ``label=experiment;key=value;...`` (overrides for tuning runs)."""
     head, *rest = [p.strip() for p in text.split(";") if p.strip()]
     label, _, experiment = head.partition("=")
     return Recipe(label=label, experiment=experiment or label, overrides=rest)
 
 
-def compose(recipe: Recipe, data_root: Path):
+def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    overrides = [f"experiment={recipe.experiment}", "data=abstract_art", f"data.root={data_root}",
-                 *recipe.overrides]
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return hydra_compose(config_name="train", overrides=overrides)
 
 
-def describe(cfg) -> str:
+def describe(recipe: Recipe, data_root: Path) -> Recipe:
+    from artgan.precision import resolve_precision
+
+    cfg = compose([f"experiment={recipe.experiment}", "data=abstract_art", f"data.root={data_root}",
+                   *recipe.overrides])
     m = cfg.model
-    parts = [f"{m.loss}", f"Adam lr G {m.lr_g:g} / D {m.lr_d:g} betas {tuple(m.betas_g)}",
+
+    def name(node) -> str:
+        return str(node._target_).rsplit(".", 1)[-1]
+
+    parts = [f"{name(m.generator)} + {name(m.discriminator)}", name(m.loss),
+             f"Adam G {m.optimizer_g.lr:g} / D {m.optimizer_d.lr:g} betas {tuple(m.optimizer_g.betas)}",
              f"batch {cfg.data.batch_size}"]
-    if m.augment_policy:
-        parts.append(f"DiffAugment {m.augment_policy}" + (" + ADA" if m.ada else ""))
-    if m.spectral_norm:
-        parts.append("SN-D")
-    parts.append(f"D norm {m.d_norm}")
-    if m.ema_decay:
+    if m.get("augment"):
+        parts.append(f"DiffAugment {m.augment.policy}" + (" + ADA" if m.augment.get("ada") else ""))
+    if m.get("ema_decay"):
         parts.append(f"EMA G {m.ema_decay:g}")
-    if m.r1_gamma:
-        parts.append(f"R1 {m.r1_gamma:g}/{m.r1_every}")
-    if m.label_smoothing:
-        parts.append(f"label smoothing {m.label_smoothing:g}")
-    if m.n_critic != 1:
-        parts.append(f"n_critic {m.n_critic}")
-    return ", ".join(parts)
-
-
-def fill_recipe(recipe: Recipe, data_root: Path) -> Recipe:
-    cfg = compose(recipe, data_root)
-    recipe.batch_size = int(cfg.data.batch_size)
-    recipe.n_critic = int(cfg.model.n_critic)
-    recipe.ema_decay = cfg.model.ema_decay
-    recipe.summary = describe(cfg)
+    if m.loss.get("r1_gamma"):
+        parts.append(f"R1 {m.loss.r1_gamma:g}/{m.loss.r1_every}")
+    recipe.precision = resolve_precision(cfg.trainer.precision, "cpu")[0]
+    parts.append(recipe.precision)
+    recipe.summary = ", ".join(parts)
+    recipe.trains_in_effnet_space = "projected" in str(m.discriminator._target_).lower()
     return recipe
 
 
 # ------------------------------------------------------------------------------------------- training
-def fmt_time(seconds: float) -> str:
-    s = max(1, int(round(seconds)))
-    return f"00:{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
-def train_run(recipe: Recipe, seed: int, run_dir: Path, data_root: Path, *, images: int | None,
-              max_seconds: float, threads: int | None) -> subprocess.Popen:
-    """Start one train.py subprocess (stdout/stderr to <run dir>/train.log); returns the process."""
+def start_run(recipe: Recipe, seed: int, run_dir: Path, data_root: Path, args, core: int | None) -> subprocess.Popen:
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
-    steps = -1 if images is None else (images // recipe.batch_size) * (recipe.n_critic + 1)
+    budget = (f"+callbacks.budget={{_target_:budget.TrainingBudget,minutes:{args.minutes},"
+              f"every_minutes:{args.snapshot_minutes},dirpath:{run_dir / 'snapshots'},clock:{args.clock}}}")
+    cap = max(3 * args.minutes, args.minutes + 10)  # a safety stop on the wall clock only
     cmd = [sys.executable, str(REPO / "train.py"), f"experiment={recipe.experiment}", "data=abstract_art",
-           f"data.root={data_root}", f"seed={seed}", f"hydra.run.dir={run_dir}", *BENCH_OVERRIDES,
-           f"trainer.max_steps={steps}", f"trainer.max_time={fmt_time(max_seconds)}", *recipe.overrides]
-    env = dict(os.environ)
-    if threads:
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+           f"data.root={data_root}", f"seed={seed}", f"hydra.run.dir={run_dir}", *BENCH_OVERRIDES, budget,
+           f"trainer.max_time=00:{int(cap) // 60:02d}:{int(cap) % 60:02d}:00", *recipe.overrides]
+    if core is not None and shutil.which("taskset"):
+        cmd = ["taskset", "-c", str(core), *cmd]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
+           "PYTHONPATH": os.pathsep.join([str(BENCH), os.environ.get("PYTHONPATH", "")])}
     (run_dir / "command.txt").write_text(" ".join(cmd) + "\n")
-    log = open(run_dir / "train.log", "w")  # noqa: SIM115 - closed by the caller through proc.log
+    log = open(run_dir / "train.log", "w")  # noqa: SIM115 - closed in finish_run
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
-    proc.log = log  # type: ignore[attr-defined]
-    proc.started = time.perf_counter()  # type: ignore[attr-defined]
+    proc.log, proc.started = log, time.perf_counter()  # type: ignore[attr-defined]
     return proc
 
 
-def wait_run(proc: subprocess.Popen, run_dir: Path) -> float:
+def finish_run(proc: subprocess.Popen, run_dir: Path) -> float:
     rc = proc.wait()
     proc.log.close()  # type: ignore[attr-defined]
-    wall = time.perf_counter() - proc.started  # type: ignore[attr-defined]
     if rc != 0:
         tail = (run_dir / "train.log").read_text(errors="replace").splitlines()[-25:]
-        raise SystemExit(f"training run {run_dir} failed (exit {rc}); last lines of its train.log:\n"
-                         + "\n".join(tail))
-    return wall
+        raise SystemExit(f"training run {run_dir} failed (exit {rc}); its train.log ends:\n" + "\n".join(tail))
+    return time.perf_counter() - proc.started  # type: ignore[attr-defined]
 
 
-def read_run(run_dir: Path) -> dict:
-    """Images seen, generator steps and training-loop seconds from the run's last.ckpt."""
-    import torch
-
-    ckpt_path = run_dir / "checkpoints" / "last.ckpt"
-    if not ckpt_path.is_file():
-        raise SystemExit(f"{run_dir} has no checkpoints/last.ckpt; see {run_dir / 'train.log'}")
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    meta = ckpt.get("artgan", {})
-    timer = next((v for k, v in ckpt.get("callbacks", {}).items() if k.startswith("Timer")), {})
-    train_s = float(timer.get("time_elapsed", {}).get("train", float("nan")))
-    return {"ckpt": str(ckpt_path), "images_seen": int(meta.get("images_seen", 0)),
-            "global_step": int(ckpt.get("global_step", 0)), "train_seconds": train_s,
-            "has_ema": bool(meta.get("has_ema"))}
-
-
-def calibrate(recipe: Recipe, data_root: Path, out: Path, budget_s: float, probe_s: float, threads: int | None,
-              step: int) -> tuple[int, dict]:
-    """Images the (slower) recipe trains in budget_s here, from a probe_s training run."""
-    run_dir = out / "runs" / f"_calibration_{recipe.label}"
-    print(f"[calibrate] {recipe.label}: {probe_s:.0f} s probe run to measure images/s ...", flush=True)
-    proc = train_run(recipe, 0, run_dir, data_root, images=None, max_seconds=probe_s, threads=threads)
-    wait_run(proc, run_dir)
-    info = read_run(run_dir)
-    rate = info["images_seen"] / info["train_seconds"]
-    images = int(rate * budget_s * 0.95) // step * step
-    print(f"[calibrate] {info['images_seen']} images in {info['train_seconds']:.1f} s = {rate:.1f} img/s -> "
-          f"budget {images} images per run", flush=True)
-    return max(images, step), {"probe_seconds": info["train_seconds"], "probe_images": info["images_seen"],
-                               "images_per_second": rate}
+def train_all(jobs: list[tuple[Recipe, int]], out: Path, data_root: Path, args) -> list[dict]:
+    """Run ``args.jobs`` trainings at a time, each pinned to its own core."""
+    pending, running, done = list(jobs), [], []
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [None] * args.jobs
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            recipe, seed = pending.pop(0)
+            free = [c for c in cores if c not in {r[3] for r in running}]
+            core = free[0] if free and args.jobs > 1 else None
+            run_dir = out / "runs" / f"{args.name}_{recipe.label}_s{seed}"
+            print(f"[train] {recipe.label} seed {seed}: {args.minutes:g} min on core {core} -> {run_dir}", flush=True)
+            running.append((recipe, seed, run_dir, core, start_run(recipe, seed, run_dir, data_root, args, core)))
+        time.sleep(5)
+        for item in [r for r in running if r[4].poll() is not None]:
+            running.remove(item)
+            recipe, seed, run_dir, core, proc = item
+            wall = finish_run(proc, run_dir)
+            snaps = sorted((run_dir / "snapshots").glob("t*.pt"))
+            print(f"    done {recipe.label} s{seed}: {len(snaps)} snapshots, process {wall / 60:.1f} min", flush=True)
+            done.append({"recipe": recipe.label, "seed": seed, "run_dir": str(run_dir), "process_minutes": wall / 60})
+    return done
 
 
-# ------------------------------------------------------------------------------------------ evaluation
-class Evaluator:
-    def __init__(self, data_root: Path, num_fake: int, batch_size: int = 100):
+# ------------------------------------------------------------------------------------------------ scoring
+class RealSubset:
+    """The real-image side for the evaluator: some of the paintings (the floor splits them in two)."""
+
+    def __init__(self, images, fingerprint: str, resolution: int):
+        self.images, self.fingerprint, self.resolution = images, fingerprint, resolution
+
+    @property
+    def dataset_size(self) -> int:
+        return int(self.images.shape[0])
+
+    def real_images(self, n: int | None = None):
+        return self.images[:n]
+
+
+class Scorer:
+    def __init__(self, data_root: Path, resolution: int, num_samples: int):
         import torch
         from hydra.utils import instantiate
 
-        from artgan.metrics.features import build_feature_extractor
-        from artgan.metrics.fid import load_or_compute_real_features
-
-        cfg = compose(Recipe(SEED_RECIPE, SEED_RECIPE), data_root)  # the data pipeline of data=abstract_art
-        cache_dir = Path(cfg.paths.cache_dir) if os.path.isabs(cfg.paths.cache_dir) else REPO / cfg.paths.cache_dir
-        datamodule = instantiate(cfg.data, cache_dir=str(cache_dir))
-        self.resolution = int(cfg.model.resolution)
-        self.real_uint8 = datamodule.real_images()
-        self.num_real = int(self.real_uint8.shape[0])
-        self.extractor = build_feature_extractor("effnet_lite0")
-        self.batch_size = batch_size
-        self.num_fake = num_fake
         torch.set_grad_enabled(False)
-        self.real_features = load_or_compute_real_features(
-            self.extractor, self.real_uint8, cache_dir=cache_dir, fingerprint=datamodule.fingerprint,
-            resolution=self.resolution, num_images=None, batch_size=batch_size)
+        cfg = compose([f"model.resolution={resolution}", "data=abstract_art", f"data.root={data_root}",
+                       f"evaluator.num_samples={num_samples}", "evaluator.num_real=null", f"evaluator.seed={EVAL_SEED}",
+                       "evaluator.strict=true", f"paths.cache_dir={REPO / '.cache' / 'artgan'}"])
+        self.cfg = cfg
+        self.datamodule = instantiate(cfg.data)
+        self.datamodule.setup("fit")
+        self.real = self.datamodule.real_images()
+        self.evaluator = instantiate(cfg.evaluator)
+        self.evaluator.prepare(self.datamodule, "cpu")
 
-    def __call__(self, ckpt: str) -> dict:
-        from artgan.generate.checkpoint import load_generator
-        from artgan.generate.compare import diversity
-        from artgan.generate.sample import generate_images, latents
-        from artgan.metrics.fid import FeatureDistances, extract_features
+    def protocol(self) -> dict:
+        return self.evaluator.describe()
 
-        loaded = load_generator(ckpt, use_ema=True, device="cpu")
-        if loaded.resolution != self.resolution:
-            raise SystemExit(f"{ckpt}: generator makes {loaded.resolution} px images, the bench is at "
-                             f"{self.resolution} px")
-        fake = generate_images(loaded, latents(self.num_fake, loaded.latent_dim, EVAL_SEED), self.batch_size)
-        feats = extract_features(self.extractor, fake, batch_size=self.batch_size)
-        fd = FeatureDistances(self.extractor, self.real_features, kid_subset_size=KID_SUBSET_SIZE,
-                              kid_subsets=KID_SUBSETS, seed=0, batch_size=self.batch_size)
-        fd.update(features=feats)
-        values = fd.compute()
-        div = diversity(feats, self.real_features, seed=0)
-        return {"fid": values["fid_effnet"], "kid": values["kid_effnet"], "kid_std": values["kid_effnet_std"],
-                "diversity": div["diversity_ratio"], "used_ema": loaded.used_ema, "samples": fake[:64]}
+    def score_snapshot(self, path: Path) -> tuple[dict, object]:
+        import torch
+
+        from artgan.models import registry
+
+        snap = torch.load(path, map_location="cpu", weights_only=True)
+        generator = registry.build("generator", snap["generator"])
+        generator.load_state_dict(snap["state_dict"])
+        generator.eval()
+        values = self.evaluator.evaluate(generator, "cpu")
+        z = generator.sample_latents(64, generator=torch.Generator().manual_seed(EVAL_SEED))
+        samples = generator(z)
+        return {**values, "minutes": snap["seconds"] / 60, "images_seen": snap["images_seen"],
+                "g_steps": snap["g_steps"]}, samples
+
+    def floor(self, seed: int = 0) -> dict:
+        """Every metric between two random halves of the paintings."""
+        import torch
+        from hydra.utils import instantiate
+
+        g = torch.Generator().manual_seed(seed)
+        order = torch.randperm(len(self.real), generator=g)
+        half_a, half_b = self.real[order[: len(order) // 2]], self.real[order[len(order) // 2:]]
+        evaluator = instantiate(self.cfg.evaluator, cache_dir=str(REPO / ".cache" / "artgan" / "floor"))
+        evaluator.prepare(RealSubset(half_a, f"{self.datamodule.fingerprint}-half-a-{seed}",
+                                     self.datamodule.resolution), "cpu")
+        return evaluator.evaluate_images(half_b.split(evaluator.batch_size))
 
 
-# --------------------------------------------------------------------------------------------- outputs
-def side_by_side(grids: list[tuple[str, torch.Tensor]], path: Path, title: str) -> None:  # noqa: F821
+def score_runs(runs: list[dict], scorer: Scorer) -> dict:
+    """Score every snapshot of every run (into run["snapshots"]); returns each recipe's final samples."""
+    samples = {}
+    for run in runs:
+        rows = []
+        for path in sorted(Path(run["run_dir"], "snapshots").glob("t*.pt")):
+            t0 = time.perf_counter()
+            row, images = scorer.score_snapshot(path)
+            rows.append(row)
+            print(f"    {run['recipe']} s{run['seed']} @ {row['minutes']:.1f} min: SWD {row['swd']:.1f}  KID "
+                  f"{row['kid_effnet']:.4f}  spectral_hf {row['spectral_hf']:.3f}  ({time.perf_counter() - t0:.0f} s)",
+                  flush=True)
+        run["snapshots"] = rows
+        samples.setdefault(run["recipe"], images)  # the first seed's final snapshot
+    return samples
+
+
+# ------------------------------------------------------------------------------------------------ report
+def final(run: dict) -> dict:
+    return run["snapshots"][-1]
+
+
+def mean_std(values: list[float], digits: int = 4) -> str:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}g}"
+    return f"{statistics.mean(values):.{digits}g} ± {statistics.stdev(values):.2g}"
+
+
+def recipe_means(runs: list[dict], label: str) -> dict[str, float]:
+    rows = [final(r) for r in runs if r["recipe"] == label]
+    return {k: statistics.mean(row[k] for row in rows) for k in rows[0] if isinstance(rows[0][k], (int, float))}
+
+
+def time_to_reach(runs: list[dict], label: str, metric: str, target: float) -> float | None:
+    """Minutes until the recipe's curve (mean over seeds, at the shared snapshot times) is at or below target."""
+    curves = [r["snapshots"] for r in runs if r["recipe"] == label]
+    for points in zip(*curves, strict=False):
+        if statistics.mean(p[metric] for p in points) <= target:
+            return statistics.mean(p["minutes"] for p in points)
+    return None
+
+
+def plot_curves(runs: list[dict], recipes: list[Recipe], path: Path, title: str) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.2), dpi=110)
+    FigureCanvasAgg(fig)
+    colors = ["#7f7f7f", "#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
+    labels = {"swd": "SWD x1e3 (network-free)", "kid_effnet": "KID, EfficientNet-Lite0 features"}
+    for i, metric in enumerate(CURVE_METRICS):
+        ax = fig.add_subplot(1, 2, i + 1)
+        for color, recipe in zip(colors, recipes):
+            mine = [r for r in runs if r["recipe"] == recipe.label]
+            for r in mine:
+                ax.plot([p["minutes"] for p in r["snapshots"]], [p[metric] for p in r["snapshots"]], color=color,
+                        alpha=0.3, lw=1)
+            points = list(zip(*[r["snapshots"] for r in mine], strict=False))
+            ax.plot([statistics.mean(p["minutes"] for p in pts) for pts in points],
+                    [statistics.mean(p[metric] for p in pts) for pts in points], color=color, lw=2, marker="o",
+                    ms=3, label=recipe.label + (" (D sees these features)" if metric == "kid_effnet"
+                                                and recipe.trains_in_effnet_space else ""))
+        ax.set_xlabel("training minutes (one CPU core)")
+        ax.set_ylabel(labels[metric])
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def samples_picture(real, samples: dict, recipes: list[Recipe], path: Path, title: str) -> None:
+    import torch
     from PIL import Image, ImageDraw
 
     from artgan.generate.images import make_grid, to_pil
 
+    panels = [("paintings (real)", real[torch.randperm(len(real), generator=torch.Generator().manual_seed(0))[:64]])]
+    panels += [(r.label, samples[r.label]) for r in recipes if r.label in samples]
     pictures = []
-    for label, images in grids:
+    for label, images in panels:
         grid = to_pil(make_grid(images, nrow=8))
-        pictures.append((label, grid.resize((grid.width * 2, grid.height * 2), Image.Resampling.NEAREST)))
-    gap, top, pad = 24, 44, 12
-    width = pad * 2 + sum(p.width for _, p in pictures) + gap * (len(pictures) - 1)
-    height = top + max(p.height for _, p in pictures) + pad
-    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+        scale = max(1, 512 // grid.width)
+        pictures.append((label, grid.resize((grid.width * scale, grid.height * scale), Image.Resampling.NEAREST)))
+    gap, top, pad = 20, 40, 10
+    canvas = Image.new("RGB", (pad * 2 + sum(p.width for _, p in pictures) + gap * (len(pictures) - 1),
+                               top + max(p.height for _, p in pictures) + pad), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    draw.text((pad, 6), title, fill=(0, 0, 0))
+    draw.text((pad, 5), title, fill=(0, 0, 0))
     x = pad
     for label, picture in pictures:
-        draw.text((x, 26), label, fill=(0, 0, 0))
+        draw.text((x, 22), label, fill=(0, 0, 0))
         canvas.paste(picture, (x, top))
         x += picture.width + gap
     canvas.save(path)
 
 
-def mean_std(values: list[float]) -> str:
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    if not values:
-        return "n/a"
-    if len(values) == 1:
-        return f"{values[0]:.4g}"
-    return f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.2g}"
-
-
-def write_report(rows: list[dict], recipes: list[Recipe], meta: dict, out: Path, picture: Path | None) -> str:
-    lines = ["# Sample quality at equal budget: seed recipe vs ours (64 px, 557 paintings)", ""]
-    lines += [f"Command: `{meta['command']}`", "",
-              f"Machine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores, no GPU; "
-              f"torch {meta['machine']['torch']}, lightning {meta['machine']['lightning']}, "
-              f"Python {meta['machine']['python']}. Load average at start {meta['load_start']:.2f}, "
-              f"at end {meta['load_end']:.2f}.", ""]
-    lines += [f"Budget per run: {meta['images']:,} real images seen (`trainer.max_steps` from each recipe's "
-              f"batch size) under a common cap `trainer.max_time` = {meta['budget_minutes']:g} min"
-              + (f"; the images budget is what {meta['calibration']['recipe']} trained in that time in a "
-                 f"{meta['calibration']['probe_seconds']:.0f} s calibration run "
-                 f"({meta['calibration']['images_per_second']:.1f} img/s, x 0.95)" if meta.get("calibration")
-                 else "") + ".", ""]
-    lines += [f"Protocol: final `last.ckpt` of each run, the EMA generator when present, eval mode; "
-              f"{meta['num_fake']} images from seeded latents (seed {EVAL_SEED}) vs all {meta['num_real']} real "
-              f"paintings at 64 px (data=abstract_art pipeline, centre crop); FID and KID (cubic kernel, "
-              f"subsets of {min(KID_SUBSET_SIZE, meta['num_real'], meta['num_fake'])}, {KID_SUBSETS} subsets) "
-              "on offline ImageNet EfficientNet-Lite0 features (1280-d, 224 px); diversity = mean pairwise "
-              "cosine feature distance of generated / real images (equal-size subsets). Lower FID/KID is better.",
-              ""]
-    lines += ["Recipes:", ""]
+def report(runs: list[dict], recipes: list[Recipe], floor: dict, meta: dict, names: dict) -> str:
+    res, minutes = meta["resolution"], meta["minutes"]
+    lines = [f"# Sample quality at equal training time: {res} px, {minutes:g} minutes per run, "
+             f"{meta['num_real']} paintings", "",
+             f"Command: `{meta['command']}`", "",
+             f"Machine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores, no GPU; torch "
+             f"{meta['machine']['torch']}, lightning {meta['machine']['lightning']}, Python {meta['machine']['python']}. "
+             f"Each run: one torch thread pinned to its own core, {meta['jobs']} runs side by side; budget = "
+             f"{minutes:g} minutes of {meta['clock']} time inside training batches (bench/budget.py). Load average at "
+             f"start {meta['load_start']:.2f}, end {meta['load_end']:.2f}.", "",
+             f"Scoring: the sampling generator (EMA where the recipe has one) of every snapshot "
+             f"(every {meta['snapshot_minutes']:g} min and the last), {meta['protocol']['num_samples']} images from "
+             f"seeded latents (seed {EVAL_SEED}) against all {meta['num_real']} paintings (artgan Evaluator: "
+             f"SWD x1e3 with {meta['protocol']['swd']['num_directions']}x{meta['protocol']['swd']['num_repeats']} "
+             "directions, spectral distance above half Nyquist, colour KL, and FID / KID / diversity in "
+             "EfficientNet-Lite0 features). Marked *: the recipe's discriminator looks through EfficientNet-Lite0, "
+             "so its FID/KID are measured in the space it trains against.", "", "Recipes:", ""]
     for r in recipes:
-        lines.append(f"* `{r.label}` (`experiment={r.experiment}"
-                     + (" " + " ".join(r.overrides) if r.overrides else "") + f"`): {r.summary}")
-    lines += ["", "| recipe | seed | images seen | G steps | wall time (train loop) | FID | KID | diversity ratio |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for row in rows:
-        capped = " (time cap)" if row["time_capped"] else ""
-        lines.append(f"| {row['recipe']} | {row['seed']} | {row['images_seen']:,}{capped} | {row['g_steps']:,} | "
-                     f"{row['train_seconds'] / 60:.2f} min | {row['fid']:.2f} | {row['kid']:.4f} ± "
-                     f"{row['kid_std']:.4f} | {row['diversity']:.3f} |")
-    lines += ["", "Mean ± std over seeds:", "",
-              "| recipe | runs | images seen | wall time | FID | KID | diversity ratio |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
-    means = {}
-    for r in recipes:
-        rr = [row for row in rows if row["recipe"] == r.label]
-        if not rr:
-            continue
-        means[r.label] = {k: statistics.mean([row[k] for row in rr]) for k in ("fid", "kid", "diversity")}
-        lines.append(f"| {r.label} | {len(rr)} | {statistics.mean([x['images_seen'] for x in rr]):,.0f} | "
-                     f"{statistics.mean([x['train_seconds'] for x in rr]) / 60:.2f} min | "
-                     f"{mean_std([x['fid'] for x in rr])} | {mean_std([x['kid'] for x in rr])} | "
-                     f"{mean_std([x['diversity'] for x in rr])} |")
-    if SEED_RECIPE in means and OUR_RECIPE in means:
-        s, b = means[SEED_RECIPE], means[OUR_RECIPE]
-        ratio = b["kid"] / s["kid"] if s["kid"] > 0 else float("nan")
-        kid_ok, div_ok = ratio <= TARGET_KID_RATIO, b["diversity"] >= TARGET_DIVERSITY
-        lines += ["", "Target check (means over seeds):", "",
-                  f"* KID: {OUR_RECIPE} {b['kid']:.4f} vs {SEED_RECIPE} {s['kid']:.4f}: ratio {ratio:.3f} "
-                  f"(target <= {TARGET_KID_RATIO}) -> **{'met' if kid_ok else 'NOT met'}**",
-                  f"* diversity ratio of {OUR_RECIPE}: {b['diversity']:.3f} (target >= {TARGET_DIVERSITY}) -> "
-                  f"**{'met' if div_ok else 'NOT met'}**",
-                  f"* FID: {OUR_RECIPE} {b['fid']:.2f} vs {SEED_RECIPE} {s['fid']:.2f} "
-                  f"(ratio {b['fid'] / s['fid']:.3f})"]
-        meta["target"] = {"kid_ratio": ratio, "kid_met": kid_ok, "diversity": b["diversity"], "diversity_met": div_ok}
-    if picture is not None:
-        lines += ["", f"Samples (seed-0 runs, the first 64 evaluation images, EMA generator where the recipe has one): "
-                  f"![{picture.name}]({picture.name})"]
-    text = "\n".join(lines) + "\n"
-    return text
+        lines.append(f"* `{r.label}` (`experiment={r.experiment}{' ' + ' '.join(r.overrides) if r.overrides else ''}`)"
+                     f": {r.summary}")
+    header = "| recipe | seed | images seen | G steps | " + " | ".join(SHOWN) + " |"
+    lines += ["", "Final snapshot of every run:", "", header, "|" + "---|" * (4 + len(SHOWN))]
+    for r in runs:
+        f = final(r)
+        star = "*" if names[r["recipe"]].trains_in_effnet_space else ""
+        cells = [f"{f[k]:.4g}{star if k.endswith('_effnet') else ''}" for k in SHOWN]
+        lines.append(f"| {r['recipe']} | {r['seed']} | {f['images_seen']:,} | {f['g_steps']:,} | " + " | ".join(cells)
+                     + " |")
+    lines += ["", "Mean ± std over seeds, and the real-vs-real floor (two halves of the paintings):", "",
+              "| recipe | runs | " + " | ".join(SHOWN) + " |", "|" + "---|" * (2 + len(SHOWN))]
+    for rec in recipes:
+        mine = [final(r) for r in runs if r["recipe"] == rec.label]
+        if mine:
+            lines.append(f"| {rec.label} | {len(mine)} | " + " | ".join(mean_std([m[k] for m in mine]) for k in SHOWN)
+                         + " |")
+    lines.append("| paintings, half vs half | - | " + " | ".join(f"{floor.get(k, float('nan')):.4g}" for k in SHOWN)
+                 + " |")
+    seed_label = recipes[0].label
+    if len(recipes) >= 2 and any(r["recipe"] == seed_label for r in runs):
+        seed_final = recipe_means(runs, seed_label)
+        lines += ["", f"Time to the seed recipe's final quality (minutes until the mean curve reaches "
+                  f"{seed_label}'s final mean; '-' not within {minutes:g} min):", "",
+                  "| recipe | SWD <= " + f"{seed_final['swd']:.4g} | KID <= {seed_final['kid_effnet']:.4g} |",
+                  "|---|---:|---:|"]
+        meta["time_to_quality"] = {}
+        for rec in recipes:
+            t_swd = time_to_reach(runs, rec.label, "swd", seed_final["swd"])
+            t_kid = time_to_reach(runs, rec.label, "kid_effnet", seed_final["kid_effnet"])
+            meta["time_to_quality"][rec.label] = {"swd": t_swd, "kid_effnet": t_kid}
+            lines.append(f"| {rec.label} | {'-' if t_swd is None else f'{t_swd:.1f}'} | "
+                         f"{'-' if t_kid is None else f'{t_kid:.1f}'} |")
+    lines += ["", f"![samples]({Path(meta['samples_picture']).name})", "",
+              f"![quality against minutes]({Path(meta['curves_picture']).name})", ""]
+    return "\n".join(lines) + "\n"
 
 
-# ------------------------------------------------------------------------------------------------ main
+# --------------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget-minutes", type=float, default=36.0, help="wall-clock cap per run (default 36)")
+    parser.add_argument("--resolution", type=int, default=64, choices=sorted(RECIPES))
+    parser.add_argument("--minutes", type=float, default=25.0, help="training minutes per run (default 25)")
+    parser.add_argument("--snapshot-minutes", type=float, default=None,
+                        help="snapshot (and score) every N training minutes (default: minutes / 5)")
     parser.add_argument("--seeds", default="0,1", help="comma-separated training seeds (default 0,1)")
+    parser.add_argument("--recipes", action="append", default=None, metavar="LABEL=EXPERIMENT;KEY=VALUE;...",
+                        help="recipes to train (default: the seed, DCGAN best and new recipes at --resolution)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs side by side, one core each (default 2)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
+    parser.add_argument("--clock", default="process", choices=("process", "wall"))
+    parser.add_argument("--num-samples", type=int, default=1000, help="generated images per score (1000)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of paintings")
-    parser.add_argument("--images", default="70400",
-                        help="real images seen per run (default 70400), or 'auto' (what best_64 trains in the budget "
-                             "here)")
-    parser.add_argument("--num-fake", type=int, default=1000, help="generated images per evaluation (1000)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1 minute per run, seed 0, 200 images")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (bench/results)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: all cores)")
-    parser.add_argument("--jobs", type=int, default=2,
-                        help="runs trained at once, one seed's recipes side by side so they share the machine "
-                             "equally (default 2)")
-    parser.add_argument("--variant", action="append", default=None, metavar="LABEL=EXPERIMENT;KEY=VALUE;...",
-                        help="train these recipes instead of seed_dcgan and best_64 (tuning)")
-    parser.add_argument("--eval-only", action="store_true", help="evaluate the existing runs, train nothing")
-    parser.add_argument("--name", default="quality", help="output file stem (quality -> quality.md/.json/_samples.png)")
+    parser.add_argument("--name", default=None, help="output file stem (default quality<resolution>)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 minute per run, seed 0, 200 samples")
+    parser.add_argument("--eval-only", action="store_true", help="score the existing runs, train nothing")
     args = parser.parse_args(argv)
 
     data_root = args.data.expanduser().resolve()
@@ -394,104 +448,43 @@ def main(argv: list[str] | None = None) -> int:
               "--data /path/to/abstract-art-gallery to run the quality benchmark on your copy.")
         return 0
     if args.quick:
-        args.budget_minutes, args.seeds, args.num_fake = 1.0, "0", min(args.num_fake, 200)
-        args.images = "auto"  # with --quick: 4 batches
-        if args.name == "quality":
-            args.name = "quality_quick"
-    seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
-    recipes = [parse_variant(v) for v in args.variant] if args.variant else \
-        [Recipe(SEED_RECIPE, SEED_RECIPE), Recipe(OUR_RECIPE, OUR_RECIPE)]
-    recipes = [fill_recipe(r, data_root) for r in recipes]
+        args.minutes, args.seeds, args.num_samples = 1.0, "0", min(args.num_samples, 200)
+    args.name = args.name or (f"quality{args.resolution}" + ("_quick" if args.quick else ""))
+    args.snapshot_minutes = args.snapshot_minutes or args.minutes / 5
+    sys.path.insert(0, str(BENCH))
+    recipes = [describe(parse_recipe(t), data_root) for t in (args.recipes or RECIPES[args.resolution])]
+    names = {r.label: r for r in recipes}
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    budget_s = args.budget_minutes * 60.0
-    step = math.lcm(*[r.batch_size for r in recipes])
-    load_start = load_average()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if load_start > cores + 1:
-        print(f"WARNING: load average {load_start:.1f} on {cores} cores: the machine is busy, wall times and the "
-              "auto images budget will be smaller than on a quiet machine.", flush=True)
-    meta: dict = {"command": " ".join(["python bench/quality.py", *(argv if argv is not None else sys.argv[1:])]),
-                  "machine": machine(), "budget_minutes": args.budget_minutes, "seeds": seeds,
-                  "num_fake": args.num_fake, "load_start": load_start,
-                  "recipes": [asdict(r) for r in recipes]}
-    threads = args.threads or (max(1, cores // args.jobs) if args.jobs > 1 else None)
     runs_file = out / f"{args.name}_runs.json"
+    meta = {"command": "python bench/quality.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "machine": machine(), "resolution": args.resolution, "minutes": args.minutes,
+            "snapshot_minutes": args.snapshot_minutes, "seeds": seeds, "jobs": args.jobs, "clock": args.clock,
+            "load_start": load_average(), "recipes": [asdict(r) for r in recipes]}
 
     if args.eval_only:
-        runs = json.loads(runs_file.read_text())
-        meta.update(runs["meta"])
-        results = runs["runs"]
+        runs = json.loads(runs_file.read_text())["runs"]
     else:
-        if str(args.images) == "auto":
-            if args.quick:
-                images, calibration = 4 * step, None
-            else:
-                slow = next((r for r in recipes if r.label == OUR_RECIPE), recipes[-1])
-                images, calibration = calibrate(slow, data_root, out, budget_s, min(90.0, budget_s / 3), threads,
-                                                step)
-                calibration["recipe"] = slow.label
-        else:
-            images, calibration = int(args.images) // step * step, None
-        meta["images"], meta["calibration"] = images, calibration
-        jobs = [(r, s) for s in seeds for r in recipes]
-        results, running = [], []
-        t_all = time.perf_counter()
-        for i, (recipe, seed) in enumerate(jobs):
-            run_dir = out / "runs" / f"{recipe.label}_s{seed}"
-            print(f"[train {i + 1}/{len(jobs)}] {recipe.label} seed {seed}: {images} images "
-                  f"({images // recipe.batch_size} batches of {recipe.batch_size}), cap {args.budget_minutes:g} min "
-                  f"-> {run_dir.relative_to(REPO) if run_dir.is_relative_to(REPO) else run_dir}", flush=True)
-            running.append((recipe, seed, run_dir,
-                            train_run(recipe, seed, run_dir, data_root, images=images, max_seconds=budget_s,
-                                      threads=threads)))
-            while len(running) >= args.jobs or (i == len(jobs) - 1 and running):
-                recipe_done, seed_done, dir_done, proc = running.pop(0)
-                wall = wait_run(proc, dir_done)
-                info = read_run(dir_done)
-                info.update(recipe=recipe_done.label, seed=seed_done, process_seconds=wall,
-                            g_steps=info["global_step"] // (recipe_done.n_critic + 1),
-                            time_capped=info["images_seen"] < images)
-                print(f"    done {recipe_done.label} s{seed_done}: {info['images_seen']} images in "
-                      f"{info['train_seconds'] / 60:.2f} min (process {wall / 60:.2f} min)"
-                      + (" -- TIME CAP HIT" if info["time_capped"] else ""), flush=True)
-                results.append(info)
-        meta["train_total_minutes"] = (time.perf_counter() - t_all) / 60
-        runs_file.write_text(json.dumps({"meta": {k: meta[k] for k in ("images", "calibration",
-                                                                       "train_total_minutes")},
-                                         "runs": results}, indent=1))
-
-    print(f"[evaluate] {len(results)} checkpoints, {args.num_fake} generated vs all real images ...", flush=True)
-    evaluator = Evaluator(data_root, args.num_fake)
-    meta["num_real"] = evaluator.num_real
-    rows, grids = [], {}
-    for info in results:
-        t0 = time.perf_counter()
-        ev = evaluator(info["ckpt"])
-        samples = ev.pop("samples")
-        if info["seed"] == seeds[0] and info["recipe"] not in grids:
-            grids[info["recipe"]] = samples
-        row = {**info, **ev}
-        rows.append(row)
-        print(f"    {row['recipe']} s{row['seed']}: FID {row['fid']:.2f}  KID {row['kid']:.4f}  "
-              f"diversity {row['diversity']:.3f}  ({'EMA' if row['used_ema'] else 'plain'} G, "
-              f"{time.perf_counter() - t0:.0f} s)", flush=True)
+        runs = train_all([(r, s) for s in seeds for r in recipes], out, data_root, args)
+        runs_file.write_text(json.dumps({"runs": runs}, indent=1))
     order = {r.label: i for i, r in enumerate(recipes)}
-    rows.sort(key=lambda row: (order.get(row["recipe"], 99), row["seed"]))
-    meta["load_end"] = load_average()
+    runs.sort(key=lambda r: (order.get(r["recipe"], 99), r["seed"]))
 
-    picture = None
-    if grids:
-        picture = out / f"{args.name}_samples.png"
-        side_by_side([(f"{label}  ({'EMA G' if any(r['used_ema'] for r in rows if r['recipe'] == label) else 'G'}, "
-                       f"seed {seeds[0]}, {meta['images']:,} images seen)", grids[label])
-                      for label in sorted(grids, key=lambda k: order.get(k, 99))],
-                     picture, f"64 px, equal budget ({meta['budget_minutes']:g} min cap), 557 paintings")
-    text = write_report(rows, recipes, meta, out, picture)
+    print(f"[score] {sum(len(list(Path(r['run_dir'], 'snapshots').glob('t*.pt'))) for r in runs)} snapshots ...",
+          flush=True)
+    scorer = Scorer(data_root, args.resolution, args.num_samples)
+    samples = score_runs(runs, scorer)
+    floor = scorer.floor()
+    meta.update(protocol=scorer.protocol(), num_real=int(scorer.real.shape[0]), floor=floor, load_end=load_average(),
+                samples_picture=str(out / f"{args.name}_samples.png"), curves_picture=str(out / f"{args.name}_curves.png"))
+    title = f"{args.resolution} px, {args.minutes:g} training minutes per run (one CPU core), {meta['num_real']} paintings"
+    samples_picture(scorer.real, samples, recipes, Path(meta["samples_picture"]), title)
+    plot_curves(runs, recipes, Path(meta["curves_picture"]), title)
+    text = report(runs, recipes, floor, meta, names)
     (out / f"{args.name}.md").write_text(text)
-    (out / f"{args.name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=str))
+    (out / f"{args.name}.json").write_text(json.dumps({"meta": meta, "runs": runs}, indent=1, default=str))
     print("\n" + text)
-    print(f"Wrote {out / (args.name + '.md')}" + (f" and {picture}" if picture else ""))
     return 0
 
 

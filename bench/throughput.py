@@ -41,25 +41,33 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from plain_loop import PlainGANLoop  # noqa: E402
 
-from artgan.train import instantiate_group, resolve_strategy  # noqa: E402
+from artgan.precision import resolve_precision  # noqa: E402
+from artgan.train import build_trainer, instantiate_group  # noqa: E402
 
-# name -> (model/trainer overrides). Each variant applies to both loops.
+# name -> (model/trainer overrides). Each variant applies to both loops. "base" is the config as shipped
+# (trainer.precision=auto: bf16 on CPUs with AVX-512 BF16 / AMX and on GPUs with bf16, float32 elsewhere).
+FP32, BF16 = "trainer.precision=32-true", "trainer.precision=bf16-mixed"
+CL, COMPILE = "model.channels_last=true", "model.compile=true"
+FUSED = ["model.optimizer_g.fused=true", "model.optimizer_d.fused=true"]
 VARIANTS: dict[str, list[str]] = {
     "base": [],
-    "channels_last": ["model.channels_last=true"],
-    "fused_adam": ["model.optimizer_g.fused=true", "model.optimizer_d.fused=true"],
-    "compile": ["model.compile=true"],
-    "bf16": ["trainer.precision=bf16-mixed"],
+    "fp32": [FP32],
+    "fp32+cl": [FP32, CL],
+    "fp32+compile": [FP32, COMPILE],
+    "fp32+fused_adam": [FP32, *FUSED],
+    "bf16": [BF16],
+    "bf16+cl": [BF16, CL],
+    "bf16+compile": [BF16, COMPILE],
+    "bf16+cl+compile": [BF16, CL, COMPILE],
     "fp16": ["trainer.precision=16-mixed"],
-    "bf16+cl+fused": ["trainer.precision=bf16-mixed", "model.channels_last=true", "model.optimizer_g.fused=true",
-                      "model.optimizer_d.fused=true"],
-    "bf16+cl+fused+compile": ["trainer.precision=bf16-mixed", "model.channels_last=true",
-                              "model.optimizer_g.fused=true", "model.optimizer_d.fused=true", "model.compile=true"],
+    "bf16+cl+fused": [BF16, CL, *FUSED],
+    "bf16+cl+fused+compile": [BF16, CL, *FUSED, COMPILE],
 }
-CPU_VARIANTS = ["base", "channels_last", "fused_adam", "compile"]
-GPU_VARIANTS = ["base", "channels_last", "fused_adam", "bf16", "fp16", "bf16+cl+fused", "bf16+cl+fused+compile"]
+CPU_VARIANTS = ["fp32", "bf16", "fp32+cl", "bf16+cl", "bf16+compile"]
+GPU_VARIANTS = ["fp32", "fp32+cl", "fp32+fused_adam", "bf16", "fp16", "bf16+cl+fused", "bf16+cl+fused+compile"]
 # Timed steps per round (CPU, GPU): a round should take a few seconds.
-STEPS = {"dcgan64": (20, 50), "dcgan128": (6, 30), "dcgan256": (2, 20), "dcgan512": (1, 10)}
+STEPS = {"dcgan64": (20, 50), "dcgan128": (6, 30), "dcgan256": (2, 20), "dcgan512": (1, 10),
+         "fastgan64": (8, 50), "fastgan128": (3, 30), "fastgan256": (1, 20)}
 
 
 # ------------------------------------------------------------------------------------------- machine
@@ -155,9 +163,11 @@ class Case:
             g.compile()
             d.compile()
         self.plain = PlainGANLoop(g, d, instantiate(m.optimizer_g)(g.parameters()),
-                                  instantiate(m.optimizer_d)(d.parameters()), device=device,
+                                  instantiate(m.optimizer_d)(d.trainable_parameters()), device=device,
                                   n_critic=int(self.cfg.model.n_critic), channels_last=cl,
-                                  precision=str(self.cfg.trainer.precision))
+                                  precision=resolve_precision(self.cfg.trainer.precision, device.type)[0],
+                                  hinge="Hinge" in str(m.loss._target_),
+                                  augment=instantiate(m.augment) if m.get("augment") else None)
 
     def _compose(self, *extra: str):
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
@@ -175,9 +185,8 @@ class Case:
         timer = StepTimer(warmup, steps)
         callbacks = [*instantiate_group(cfg.get("callbacks")), timer]
         loggers = instantiate_group(cfg.get("logger"))
-        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                              strategy=resolve_strategy(cfg.trainer), max_epochs=1, max_steps=-1,
-                              enable_model_summary=False, default_root_dir=self.tmp)
+        trainer = build_trainer(cfg.trainer, callbacks, loggers, max_epochs=1, max_steps=-1,
+                                enable_model_summary=False, default_root_dir=self.tmp)
         loader = self.loader(warmup + steps)
         with PeakMemory(self.device) as mem:
             trainer.fit(self.module, loader)
@@ -253,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     variants = args.variants.split(",") if args.variants else (GPU_VARIANTS if cuda else CPU_VARIANTS)
     if args.quick:
         models, variants, args.rounds, args.steps, args.warmup = models[:1] if args.models else ["dcgan64"], \
-            variants if args.variants else ["base"], 2, args.steps or 2, 1
+            variants if args.variants else ["fp32"], 2, args.steps or 2, 1
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         p.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
@@ -277,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 case = Case(model, variant, args.batch_size, device, tmp)
                 w = warmup + (2 if "compile" in variant else 0)
-                results = measure(case, args.rounds, w, steps, bare=variant == "base" and not args.no_bare,
+                results = measure(case, args.rounds, w, steps, bare=variant == variants[0] and not args.no_bare,
                                   log=log)
                 rows.append(row(case, results, steps))
                 log(rows[-1] + f"  ({time.perf_counter() - t0:.0f} s)")
