@@ -22,8 +22,9 @@ def find_user_error(err: BaseException | None) -> ArtGANError | None:
 
 
 def user_errors_exit(fn: Callable) -> Callable:
-    """Wrap a Hydra task: an ArtGANError prints its message and exits (code 2 for config errors, else 1).
-    HYDRA_FULL_ERROR=1 shows the full traceback instead."""
+    """Wrap a Hydra task: an ArtGANError prints its message and exits (code 2 for config errors, else 1); after a
+    config error the run dir is left as it was (artgan.outputs.undo_run_dir). HYDRA_FULL_ERROR=1 shows the
+    traceback instead."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -34,6 +35,11 @@ def user_errors_exit(fn: Callable) -> Callable:
             if user_error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
             print(f"\nError: {user_error}\n", file=sys.stderr, flush=True)
-            sys.exit(getattr(user_error, "exit_code", 1))
+            code = getattr(user_error, "exit_code", 1)
+            if code == 2:  # a bad setting: the run made nothing, so leave its run dir as it was
+                from artgan.outputs import undo_run_dir
+
+                undo_run_dir()
+            sys.exit(code)
 
     return wrapper

@@ -27,7 +27,7 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from artgan import compat
+from artgan import checkpoints, compat
 from artgan.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if "://" in str(path) and not str(path).startswith("file://"):
             return super().save_checkpoint(checkpoint, path)
         atomic_torch_save(checkpoint, Path(str(path).removeprefix("file://")))
+
+    def load_checkpoint(self, path, map_location: Any = "cpu", weights_only: bool | None = None) -> dict[str, Any]:
+        """Lightning's resume read: always ``artgan.checkpoints.safe_load`` (``weights_only=True`` whatever the
+        caller or ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` says), so resuming runs no code from the file."""
+        return checkpoints.safe_load(path, map_location=map_location)
 
     def remove_checkpoint(self, path) -> None:
         fs = get_filesystem(path)

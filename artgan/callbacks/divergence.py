@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -54,9 +55,21 @@ class DivergenceGuard(Callback):
 
     # ---- the periodic check
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        every = self.check_every_n_steps or max(1, trainer.log_every_n_steps)
-        if (trainer.fit_loop.total_batch_idx + 1) % every:
+        if not self._checked_this_batch(trainer):
             return
+        self._check(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        # Also at every epoch end (one sync per epoch), before that epoch's sample grids and checkpoints: an epoch
+        # shorter than check_every_n_steps (a NaN in the first epoch) stops here, not at a skipped save.
+        if not self._checked_this_batch(trainer):
+            self._check(trainer, pl_module)
+
+    def _checked_this_batch(self, trainer) -> bool:
+        every = self.check_every_n_steps or max(1, trainer.log_every_n_steps)
+        return (trainer.fit_loop.total_batch_idx + 1) % every == 0
+
+    def _check(self, trainer, pl_module) -> None:
         values = self._latest(pl_module)
         if values is None:
             return
@@ -106,8 +119,9 @@ class DivergenceGuard(Callback):
 
     def _stop(self, trainer, reason: str) -> None:
         step = compat.logger_step(trainer)
+        # last_model_path is set before a save is attempted: name a checkpoint only if the file is there.
         last = next((cb.last_model_path for cb in trainer.checkpoint_callbacks
-                     if getattr(cb, "last_model_path", "")), None)
+                     if getattr(cb, "last_model_path", "") and Path(cb.last_model_path).is_file()), None)
         kept = (f"The last good checkpoint is kept: {last}; resume from it with ckpt_path={last} and a gentler "
                 "setting" if last else "No checkpoint was saved before that; restart with a gentler setting")
         raise TrainingDiverged(
