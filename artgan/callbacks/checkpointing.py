@@ -5,7 +5,8 @@
   leaves the previous checkpoint intact. Lightning 2.6's own ``_atomic_save`` serializes to memory and writes
   through an fsspec transaction whose temporary file lives in the system temp dir (``tempfile.mkstemp``), so
   the final step is a cross-filesystem copy when /tmp is another filesystem (often tmpfs), and nothing is
-  fsynced: not atomic on the machines that need it.
+  fsynced: not atomic on the machines that need it. Its ``load_checkpoint`` (Lightning's resume read) is
+  ``artgan.checkpoints.safe_load``: ``weights_only=True`` whatever the environment says.
 * ``LastCheckpoint`` keeps ``checkpoints/last.ckpt`` fresh: after every epoch and every ``every_n_minutes``.
   (Lightning's ``ModelCheckpoint(save_last=True, every_n_epochs=N)`` only writes last.ckpt when its periodic
   save triggers; its ``train_time_interval`` is ignored under manual optimization and cannot be combined

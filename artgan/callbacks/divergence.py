@@ -3,7 +3,8 @@
 Diverged means: a non-finite ``d_loss`` or ``g_loss`` (at once), or D winning completely, i.e. it classifies
 nearly every real and fake correctly (``d_acc_real`` and ``d_acc_fake`` >= ``d_acc_threshold``) while
 ``g_loss`` >= ``g_loss_threshold``, for ``patience`` consecutive checks. The check runs every
-``check_every_n_steps`` batches (default: ``trainer.log_every_n_steps``), costing one host sync then; the
+``check_every_n_steps`` batches (default: ``trainer.log_every_n_steps``) and at each epoch end (before that
+epoch's samples and checkpoints, so a NaN in a short first epoch stops there), costing one host sync each; the
 per-step values are read from the module's ``step_stats`` (this step's losses, kept on the device).
 
 The "keep the last good checkpoint" part: before any checkpoint is written (``on_save_checkpoint``, which runs
