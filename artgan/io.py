@@ -35,7 +35,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         tmp.unlink(missing_ok=True)
         cause = err if isinstance(err, OSError) else getattr(out, "error", None)
         if cause is not None and cause.errno in DISK_FULL:
-            raise DiskFull(path, written) from err
+            raise DiskFull(path, written, cause.errno) from err
         raise
     _fsync_dir(path.parent)
     return path
@@ -44,10 +44,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
 DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
-class DiskFull(ArtGANError):
-    """A write failed for lack of space (ENOSPC) or quota (EDQUOT); the file it was replacing is intact."""
+class DiskFull(ArtGANError, OSError):
+    """A write failed for lack of space (ENOSPC) or quota (EDQUOT); the file it was replacing is intact. Still an
+    OSError, so callers that carry on without an optional file (the feature cache) keep doing so."""
 
-    def __init__(self, path: Path, written: int):
+    def __init__(self, path: Path, written: int, code: int = errno.ENOSPC):
         free = shutil.disk_usage(path.parent).free if path.parent.exists() else 0
         # Roughly what the file needs: the size of what it replaces or of a sibling of its kind (the previous
         # checkpoint); at least what was written before the disk filled.
@@ -63,7 +64,7 @@ class DiskFull(ArtGANError):
             f"and the file needs {need}{kept}. Free some space there (or point the output at "
             f"another disk), then {again}."
         )
-        self.path = path
+        self.path, self.errno = path, code
 
 
 def _size(n: int) -> str:

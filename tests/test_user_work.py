@@ -355,6 +355,7 @@ def test_a_full_disk_is_one_paragraph_and_keeps_the_previous_checkpoint(tmp_path
     monkeypatch.setattr(artgan.io, "open", lambda *a, **k: _FullDisk(builtins.open(*a, **k)), raising=False)
     with pytest.raises(DiskFull) as err:  # through torch.save, whose zip writer hides the errno
         atomic_torch_save({"w": torch.zeros(1000)}, path)
+    assert isinstance(err.value, OSError) and err.value.errno == errno.ENOSPC  # optional caches carry on
     message = str(err.value)
     assert message.startswith(f"No space left to write {path}: the disk (or your quota) is full")
     assert " free in " in message and f"needs about {path.stat().st_size / 1024:.1f} KB" in message
