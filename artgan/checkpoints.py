@@ -54,7 +54,7 @@ def safe_load(path: str | Path, map_location: Any = "cpu", key: str = "ckpt_path
     """``torch.load`` with ``weights_only=True`` passed explicitly: only tensors and plain data are unpickled, so
     no code from the file runs. torch lets ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` (a workaround copied from
     forums) switch off the default, but never an explicit ``weights_only=True`` (torch/serialization.py;
-    tests/test_reliability.py checks it with a crafted payload). Unreadable files raise one ConfigError."""
+    tests/test_user_work.py checks it with a crafted payload). Unreadable files raise one ConfigError."""
     try:
         if _REMOTE in str(path) and not str(path).startswith("file://"):
             from lightning.fabric.utilities.cloud_io import _load as remote_load
