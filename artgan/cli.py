@@ -6,6 +6,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 from artgan.errors import ArtGANError
 
@@ -34,12 +35,17 @@ def user_errors_exit(fn: Callable) -> Callable:
             user_error = find_user_error(err)
             if user_error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
-            print(f"\nError: {user_error}\n", file=sys.stderr, flush=True)
-            code = getattr(user_error, "exit_code", 1)
-            if code == 2:  # a bad setting: the run made nothing, so leave its run dir as it was
-                from artgan.outputs import undo_run_dir
-
-                undo_run_dir()
-            sys.exit(code)
+            exit_for(user_error)
 
     return wrapper
+
+
+def exit_for(user_error: ArtGANError) -> NoReturn:
+    """Print the paragraph and exit with the error's code (2 for config errors, else 1)."""
+    print(f"\nError: {user_error}\n", file=sys.stderr, flush=True)
+    code = getattr(user_error, "exit_code", 1)
+    if code == 2:  # a bad setting: the run made nothing, so leave its run dir as it was
+        from artgan.outputs import undo_run_dir
+
+        undo_run_dir()
+    sys.exit(code)

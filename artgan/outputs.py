@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import traceback
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -134,8 +135,6 @@ class RunDirGuard(Callback):
     the folder is new, else its ``.hydra/`` files."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from artgan.cli import user_errors_exit
-
         try:
             run_dir = Path(str(config.hydra.run.dir)).absolute()
         except Exception:  # noqa: BLE001 - an unresolvable run dir is Hydra's to report
@@ -143,7 +142,14 @@ class RunDirGuard(Callback):
         if not run_dir.exists():
             _created_run_dirs.add(run_dir)
             return
-        user_errors_exit(prepare_run_dir)(run_dir, config.get("ckpt_path"), bool(config.get("overwrite", False)))
+        try:
+            prepare_run_dir(run_dir, config.get("ckpt_path"), bool(config.get("overwrite", False)))
+        except ConfigError as err:
+            from artgan.cli import exit_for
+
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                traceback.print_exc()  # Hydra turns an exception raised in a callback into a mere warning
+            exit_for(err)
         subdir = config.hydra.get("output_subdir")
         if subdir and (run_dir / subdir).is_dir():
             _hydra_snapshots[run_dir] = {f: f.read_bytes() for f in (run_dir / subdir).glob("*.yaml")}
