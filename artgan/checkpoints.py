@@ -75,6 +75,9 @@ def safe_load(path: str | Path, map_location: Any = "cpu", key: str = "ckpt_path
 
 
 def _unreadable(path: str | Path, err: BaseException, key: str) -> ConfigError:
+    if isinstance(err, OSError) and not isinstance(err, FileNotFoundError):  # permissions, an unmounted disk, ...
+        return ConfigError(f"{key}={str(path)!r} could not be read: {err.strerror or err}. Check that the file is "
+                           f"readable by this user (ls -l {path}) and its disk is mounted.")
     try:
         size = f"{Path(path).stat().st_size:,} bytes"
     except OSError:

@@ -238,6 +238,32 @@ def test_a_resume_with_another_resolution_names_the_checkpoints_settings(tmp_pat
     assert not (tmp_path / "run").exists()
 
 
+def test_an_unreadable_checkpoint_names_the_reason(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    path.write_bytes(b"x")
+
+    def denied(*args, **kwargs):  # chmod 000 does not stop root, who runs the tests here
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(torch, "load", denied)
+    with pytest.raises(ConfigError, match=r"could not be read: Permission denied. Check that the file is readable"):
+        checkpoints.read(path)
+
+
+def test_a_resume_with_another_architecture_names_the_config_option():
+    class Other:
+        def spec(self):
+            return {"class": "mypackage.OtherGenerator", "kwargs": {"resolution": 64, "latent_dim": 128}}
+
+    saved = {"artgan": {"generator": {"class": "artgan.models.dcgan.DCGANGenerator",
+                                      "kwargs": {"resolution": 64, "latent_dim": 128, "ngf": 8, "max_channels": 512}}}}
+    with pytest.raises(ConfigError) as err:
+        checkpoints.check_same_networks(saved, {"generator": Other()}, "ckpt_path=x.ckpt")
+    assert ("model.generator is mypackage.OtherGenerator here but artgan.models.dcgan.DCGANGenerator in the "
+            "checkpoint" in str(err.value))
+    assert "model/generator=dcgan model.resolution=64 model.latent_dim=128 model.generator.ngf=8" in str(err.value)
+
+
 # ------------------------------------------------------------- 4 + 7. generate.py: output_dir, NaN
 def test_generate_refuses_a_nan_checkpoint_and_writes_nothing(tmp_path, capsys):
     from artgan.generate import run
