@@ -6,6 +6,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 from artgan.errors import ArtGANError
 
@@ -22,8 +23,9 @@ def find_user_error(err: BaseException | None) -> ArtGANError | None:
 
 
 def user_errors_exit(fn: Callable) -> Callable:
-    """Wrap a Hydra task: an ArtGANError prints its message and exits (code 2 for config errors, else 1).
-    HYDRA_FULL_ERROR=1 shows the full traceback instead."""
+    """Wrap a Hydra task: an ArtGANError prints its message and exits (code 2 for config errors, else 1); after a
+    config error the run dir is left as it was (artgan.outputs.undo_run_dir). HYDRA_FULL_ERROR=1 shows the
+    traceback instead."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -33,7 +35,17 @@ def user_errors_exit(fn: Callable) -> Callable:
             user_error = find_user_error(err)
             if user_error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
-            print(f"\nError: {user_error}\n", file=sys.stderr, flush=True)
-            sys.exit(getattr(user_error, "exit_code", 1))
+            exit_for(user_error)
 
     return wrapper
+
+
+def exit_for(user_error: ArtGANError) -> NoReturn:
+    """Print the paragraph and exit with the error's code (2 for config errors, else 1)."""
+    print(f"\nError: {user_error}\n", file=sys.stderr, flush=True)
+    code = getattr(user_error, "exit_code", 1)
+    if code == 2:  # a bad setting: the run made nothing, so leave its run dir as it was
+        from artgan.outputs import undo_run_dir
+
+        undo_run_dir()
+    sys.exit(code)

@@ -43,6 +43,7 @@ def validate(cfg: DictConfig) -> None:
         if data is not None:
             _check_batch_size(data, world)
     _check_ckpt_path(cfg)
+    check_known_keys(cfg, "")
 
 
 def _run_dir(cfg: DictConfig) -> str | None:
@@ -214,15 +215,51 @@ def _cuda_count() -> int:
 
 # ------------------------------------------------------------------------------------------ resume path
 def _check_ckpt_path(cfg: DictConfig) -> None:
-    ckpt = cfg.get("ckpt_path")
-    if ckpt in (None, "auto", "last", "hpc", "best", "registry") or "://" in str(ckpt):
-        return
-    if not absolute_path(ckpt).is_file():
-        raise ConfigError(
-            f"ckpt_path={ckpt!r} does not exist (resolved to {absolute_path(ckpt)}). Point it at a checkpoint such as "
-            "outputs/train/<run>/checkpoints/last.ckpt, or use ckpt_path=auto with hydra.run.dir=<run dir> to "
-            "resume a run when it has a last.ckpt and start fresh otherwise."
-        )
+    """The file exists (its contents are checked by artgan.train before anything is built)."""
+    from artgan.checkpoints import checkpoint_file, is_local_file
+
+    if is_local_file(cfg.get("ckpt_path")):
+        checkpoint_file(cfg.ckpt_path)
+
+
+# ---------------------------------------------------------------------------------------- unknown keys
+HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
+
+
+def check_known_keys(node: DictConfig, where: str = "") -> None:
+    """Every key of a node with a ``_target_`` is an argument of what it builds: ``+model.nope=1`` (or a typo such
+    as ``+model.generator.nfg=32``) stops here, naming the known keys, instead of being ignored or ending in a
+    TypeError deep inside Hydra. Targets that take ``**kwargs`` accept anything and are not checked."""
+    import difflib
+    import inspect
+
+    from hydra.utils import get_object
+    from omegaconf import OmegaConf
+
+    target = node.get("_target_") if "_target_" in node else None
+    params = None
+    if isinstance(target, str):
+        try:
+            params = inspect.signature(get_object(target)).parameters
+        except Exception:  # noqa: BLE001 - an unimportable target is reported by the part checks or Hydra
+            params = None
+    if params is not None and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        known = [name for name, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+        for key in node:
+            if key not in HYDRA_KEYS and key not in params:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f" Did you mean {where}{close[0]}?" if close else ""
+                raise ConfigError(
+                    f"{where}{key} is not a setting of {target.rsplit('.', 1)[-1]} ({target}), so it would be "
+                    f"ignored or fail later.{hint} Known keys under {where.rstrip('.') or 'the config'}: "
+                    f"{', '.join(known)}. Remove the override (+{where}{key}=...) or fix its name."
+                )
+    for key in node:
+        if key == "hydra" or OmegaConf.is_interpolation(node, key):
+            continue
+        child = node.get(key)
+        if isinstance(child, DictConfig):
+            check_known_keys(child, f"{where}{key}.")
 
 
 # --------------------------------------------------------------------------------------------- helpers

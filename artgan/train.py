@@ -13,10 +13,12 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
+from artgan import checkpoints
 from artgan.callbacks.preemption import stop_reasons
 from artgan.config_validation import validate
 from artgan.distributed import check_launch, resolve_strategy
 from artgan.errors import ConfigError
+from artgan.outputs import hydra_files, prepare_run_dir
 from artgan.precision import resolve_precision
 
 log = logging.getLogger(__name__)
@@ -92,11 +94,24 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Train one run; returns the final callback metrics as floats."""
     validate(cfg)  # bad settings: one paragraph and exit code 2, before any heavy work
     check_launch(cfg)  # multirun + script-relaunching DDP: stop now with the fix, not deadlock later
+    # An earlier run's checkpoints here: resume, move them aside (overwrite=true) or stop. Single runs were
+    # checked before Hydra wrote anything (artgan.outputs.RunDirGuard); multirun jobs are checked here.
+    prepare_run_dir(cfg.paths.output_dir, cfg.get("ckpt_path"), bool(cfg.get("overwrite", False)),
+                    keep=hydra_files(cfg.paths.output_dir))
+    ckpt_path = resolve_ckpt_path(cfg)
+    # Unreadable, foreign or non-finite: exit 2 now, before anything is built or written.
+    resume = checkpoints.read(ckpt_path) if checkpoints.is_local_file(ckpt_path) else None
+    if resume is not None:
+        checkpoints.check_finite(resume["state_dict"], ckpt_path)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)
     model = build_model(cfg.model)
+    if resume is not None:  # other networks (e.g. model=dcgan128 on a 64 px run): exit 2 before the trainer starts
+        checkpoints.check_same_networks(resume, {"generator": model.generator, "discriminator": model.discriminator},
+                                        f"ckpt_path={ckpt_path}")
+        del resume
     trainer = build_trainer(cfg.trainer, instantiate_group(cfg.get("callbacks")), instantiate_group(cfg.get("logger")))
     hparams = {**flat_hparams(cfg), "trainer/precision": trainer.precision}
     for logger in trainer.loggers:
@@ -104,7 +119,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     log.info("Run directory: %s", cfg.paths.output_dir)
     with stop_reasons(trainer):  # SIGTERM/SIGINT: checkpoint saved, one paragraph, exit 143/130
-        trainer.fit(model=model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg))
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
     return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
 
 

@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
-from artgan.train import instantiate_group
+from artgan.train import build_trainer, instantiate_group
 
 READBACKS = ("item", "tolist", "numpy", "__float__", "__int__", "__bool__", "__index__")
 
@@ -62,9 +62,8 @@ def fit_counting(tmp_path, monkeypatch, log_every_n_steps: int, batches: int = 4
     module = instantiate(cfg.model)
     counter = SyncCounter(monkeypatch)
     # The production progress bar and TensorBoard logger: they must not read values back per step either.
-    trainer = instantiate(cfg.trainer, callbacks=[*instantiate_group(cfg.callbacks), counter],
-                          logger=instantiate_group(cfg.logger), max_epochs=1, log_every_n_steps=log_every_n_steps,
-                          enable_model_summary=False)
+    trainer = build_trainer(cfg.trainer, [*instantiate_group(cfg.callbacks), counter], instantiate_group(cfg.logger),
+                            max_epochs=1, log_every_n_steps=log_every_n_steps, enable_model_summary=False)
     images = torch.randint(0, 256, (16 * batches, 3, 64, 64), dtype=torch.uint8)
     trainer.fit(module, DataLoader(images, batch_size=16))
     # counts[k]: from the end of batch k to the end of batch k + 1 (the last window holds the epoch end).

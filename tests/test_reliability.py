@@ -19,7 +19,6 @@ import pytest
 import torch
 from conftest import FAST_TRAIN, REPO
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 
 from artgan.callbacks.checkpointing import AtomicCheckpointIO, collect_rng_states, restore_rng_states
 from artgan.callbacks.divergence import DivergenceGuard, TrainingDiverged
@@ -321,9 +320,11 @@ def test_gpu_request_without_gpu_is_a_config_error():
 
 
 def test_default_config_is_valid_and_uses_atomic_checkpoints(tmp_path):
+    from artgan.train import build_trainer
+
     cfg = _compose(f"paths.output_dir={tmp_path}")
     validate(cfg)
-    trainer = instantiate(cfg.trainer, callbacks=[], logger=False, enable_progress_bar=False)
+    trainer = build_trainer(cfg.trainer, [], [], enable_progress_bar=False)
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
 
 

@@ -5,7 +5,8 @@
   leaves the previous checkpoint intact. Lightning 2.6's own ``_atomic_save`` serializes to memory and writes
   through an fsspec transaction whose temporary file lives in the system temp dir (``tempfile.mkstemp``), so
   the final step is a cross-filesystem copy when /tmp is another filesystem (often tmpfs), and nothing is
-  fsynced: not atomic on the machines that need it.
+  fsynced: not atomic on the machines that need it. Its ``load_checkpoint`` (Lightning's resume read) is
+  ``artgan.checkpoints.safe_load``: ``weights_only=True`` whatever the environment says.
 * ``LastCheckpoint`` keeps ``checkpoints/last.ckpt`` fresh: after every epoch and every ``every_n_minutes``.
   (Lightning's ``ModelCheckpoint(save_last=True, every_n_epochs=N)`` only writes last.ckpt when its periodic
   save triggers; its ``train_time_interval`` is ignored under manual optimization and cannot be combined
@@ -27,7 +28,7 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from artgan import compat
+from artgan import checkpoints, compat
 from artgan.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if "://" in str(path) and not str(path).startswith("file://"):
             return super().save_checkpoint(checkpoint, path)
         atomic_torch_save(checkpoint, Path(str(path).removeprefix("file://")))
+
+    def load_checkpoint(self, path, map_location: Any = "cpu", weights_only: bool | None = None) -> dict[str, Any]:
+        """Lightning's resume read: always ``artgan.checkpoints.safe_load`` (``weights_only=True`` whatever the
+        caller or ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` says), so resuming runs no code from the file."""
+        return checkpoints.safe_load(path, map_location=map_location)
 
     def remove_checkpoint(self, path) -> None:
         fs = get_filesystem(path)

@@ -3,7 +3,8 @@
 Diverged means: a non-finite ``d_loss`` or ``g_loss`` (at once), or D winning completely, i.e. it classifies
 nearly every real and fake correctly (``d_acc_real`` and ``d_acc_fake`` >= ``d_acc_threshold``) while
 ``g_loss`` >= ``g_loss_threshold``, for ``patience`` consecutive checks. The check runs every
-``check_every_n_steps`` batches (default: ``trainer.log_every_n_steps``), costing one host sync then; the
+``check_every_n_steps`` batches (default: ``trainer.log_every_n_steps``) and at each epoch end (before that
+epoch's samples and checkpoints, so a NaN in a short first epoch stops there), costing one host sync each; the
 per-step values are read from the module's ``step_stats`` (this step's losses, kept on the device).
 
 The "keep the last good checkpoint" part: before any checkpoint is written (``on_save_checkpoint``, which runs
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -54,9 +56,21 @@ class DivergenceGuard(Callback):
 
     # ---- the periodic check
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        every = self.check_every_n_steps or max(1, trainer.log_every_n_steps)
-        if (trainer.fit_loop.total_batch_idx + 1) % every:
+        if not self._checked_this_batch(trainer):
             return
+        self._check(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        # Also at every epoch end (one sync per epoch), before that epoch's sample grids and checkpoints: an epoch
+        # shorter than check_every_n_steps (a NaN in the first epoch) stops here, not at a skipped save.
+        if not self._checked_this_batch(trainer):
+            self._check(trainer, pl_module)
+
+    def _checked_this_batch(self, trainer) -> bool:
+        every = self.check_every_n_steps or max(1, trainer.log_every_n_steps)
+        return (trainer.fit_loop.total_batch_idx + 1) % every == 0
+
+    def _check(self, trainer, pl_module) -> None:
         values = self._latest(pl_module)
         if values is None:
             return
@@ -106,8 +120,9 @@ class DivergenceGuard(Callback):
 
     def _stop(self, trainer, reason: str) -> None:
         step = compat.logger_step(trainer)
+        # last_model_path is set before a save is attempted: name a checkpoint only if the file is there.
         last = next((cb.last_model_path for cb in trainer.checkpoint_callbacks
-                     if getattr(cb, "last_model_path", "")), None)
+                     if getattr(cb, "last_model_path", "") and Path(cb.last_model_path).is_file()), None)
         kept = (f"The last good checkpoint is kept: {last}; resume from it with ckpt_path={last} and a gentler "
                 "setting" if last else "No checkpoint was saved before that; restart with a gentler setting")
         raise TrainingDiverged(

@@ -15,7 +15,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from artgan.errors import ArtGANError, ConfigError
+from artgan.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -76,19 +76,19 @@ def _identity(st: os.stat_result, path: str):
 
 
 def discover(root: str | os.PathLike) -> Discovery:
-    """Walk `root` (following links once per real path); raises ArtGANError if it is missing or a file.
+    """Walk `root` (following links once per real path); raises ConfigError if it is missing or a file.
 
     Real entries are walked before any link, so an image reachable both directly and through a link is
     listed under its real path; links are then followed in sorted order (links found inside a linked
     folder after that), which makes the choice between aliases deterministic.
     """
     root = Path(root).expanduser()
-    if not root.exists():
-        raise ArtGANError(
+    if not root.exists():  # a bad setting: exit 2 like the others
+        raise ConfigError(
             f"data.root={str(root)!r} does not exist (resolved to {root.absolute()}). {KAGGLE_HINT}"
         )
     if not root.is_dir():
-        raise ArtGANError(f"data.root={str(root)!r} is a file, not a folder of images. {KAGGLE_HINT}")
+        raise ConfigError(f"data.root={str(root)!r} is a file, not a folder of images. {KAGGLE_HINT}")
 
     out = Discovery(root)
     seen_dirs, seen_files = set(), set()
@@ -217,7 +217,7 @@ def find_images(root: str | os.PathLike) -> list[Path]:
     """All image files below `root` (recursive, links followed once), natural-sorted by relative path.
 
     Hidden files and folders (".git", macOS "._x.jpg" resource forks), other extensions and ArtGAN run
-    folders are ignored; what was skipped is logged once. Raises ArtGANError when the folder is missing,
+    folders are ignored; what was skipped is logged once. Raises ConfigError when the folder is missing,
     is a file, or holds no image.
     """
     found = discover(root)
@@ -229,7 +229,7 @@ def find_images(root: str | os.PathLike) -> list[Path]:
                 f" It does hold {plural(len(found.run_dirs), 'ArtGAN run output folder')} "
                 f"({_listed([rel for rel, _ in found.run_dirs])}), which are never used as training data."
             )
-        raise ArtGANError(
+        raise ConfigError(
             f"data.root={str(found.root)!r} holds no image file (looked recursively for "
             f"{', '.join(sorted(IMAGE_EXTENSIONS))}).{skipped} {KAGGLE_HINT}"
         )

@@ -9,6 +9,7 @@ import torch
 from omegaconf import DictConfig
 
 from artgan.errors import ConfigError
+from artgan.outputs import check_output_dir
 from artgan.paths import absolute_path
 
 from .checkpoint import LoadedGenerator, load_generator, resolve_device
@@ -37,7 +38,9 @@ def _run(cfg: DictConfig) -> dict:
     ckpt = cfg.get("ckpt_path")
     loaded = load_generator(absolute_path(ckpt) if ckpt else ckpt, use_ema=bool(cfg.get("use_ema", True)),
                             device=device)
-    out_dir = absolute_path(cfg.output_dir)
+    # After the checkpoint is known to be good, before any file is written: a file, or a folder with files in it
+    # (unless overwrite=true), is refused.
+    out_dir = check_output_dir(absolute_path(cfg.output_dir), bool(cfg.get("overwrite", False)))
     seed, batch_size = int(cfg.seed), int(cfg.batch_size)
     log.info("Loaded %s: %s %d px, %s generator, on %s", loaded.path, loaded.spec["class"].rsplit(".", 1)[-1], loaded.resolution,
              "EMA" if loaded.used_ema else "plain", device)

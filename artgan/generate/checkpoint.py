@@ -1,11 +1,9 @@
-"""Load the generator from an ArtGAN checkpoint safely: ``torch.load(weights_only=True)`` runs no code
-from the file, and every way a file can be wrong ends in one clear :class:`ArtGANError`."""
+"""Load the generator from an ArtGAN checkpoint safely: ``artgan.checkpoints.read`` runs no code from the file,
+and every way a file can be wrong (non-finite weights included) ends in one clear :class:`ArtGANError`."""
 
 from __future__ import annotations
 
 import logging
-import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import torch
 from torch import nn
 
 from artgan import checkpoints
-from artgan.errors import ArtGANError
+from artgan.errors import ArtGANError, ConfigError
 from artgan.models import registry
 
 log = logging.getLogger(__name__)
@@ -62,59 +60,13 @@ def resolve_device(device: str | None) -> torch.device:
         raise ArtGANError(f"device={device!r} is not a device torch knows; use auto, cpu or cuda (or cuda:N).") from e
 
 
-def _check_path(ckpt_path: str | Path | None) -> Path:
-    if ckpt_path is None or str(ckpt_path).strip() in ("", "None", "null"):
-        raise ArtGANError("ckpt_path is not set. Point it at a checkpoint written by train.py, e.g. "
-                          "python generate.py ckpt_path=outputs/train/<run>/checkpoints/last.ckpt")
-    path = Path(str(ckpt_path)).expanduser()
-    if not path.exists():
-        raise ArtGANError(f"ckpt_path={str(ckpt_path)!r}: no such file (resolved to {path.absolute()}). Training "
-                          "runs write their checkpoints to <run dir>/checkpoints/, e.g. "
-                          "outputs/train/<date>/checkpoints/last.ckpt.")
-    if path.is_dir():
-        found = sorted(path.glob("*.ckpt")) + sorted(path.glob("checkpoints/*.ckpt"))
-        best = next((f for f in found if f.name == "last.ckpt"), found[-1] if found else None)
-        hint = f" It contains {len(found)} checkpoint(s); try ckpt_path={best}." if best else " It holds no .ckpt file."
-        raise ArtGANError(f"ckpt_path={str(ckpt_path)!r} is a directory, not a checkpoint file.{hint}")
-    return path
-
-
 def load_checkpoint_dict(ckpt_path: str | Path | None) -> tuple[Path, dict]:
-    """Read the checkpoint with ``weights_only=True``; returns (path, the checkpoint dict)."""
-    path = _check_path(ckpt_path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "weights only" in str(e).lower() or "weights_only" in str(e).lower():
-            raise ArtGANError(
-                f"ckpt_path={str(path)!r} is not an ArtGAN checkpoint: it holds Python objects that a safe load "
-                "refuses (only tensors and plain data are allowed, so no code from the file is run). It was "
-                "probably written by another program; use a checkpoint written by train.py."
-            ) from None
-        raise _corrupt(path, e) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, UnicodeDecodeError, KeyError,
-            IndexError, TypeError, AttributeError, ImportError) as e:
-        raise _corrupt(path, e) from None
-    if isinstance(ckpt, dict) and isinstance(ckpt.get("artgan"), dict):
-        checkpoints.upgrade(ckpt, f"ckpt_path={str(path)!r}")
-    if not isinstance(ckpt, dict) or "artgan" not in ckpt or "state_dict" not in ckpt:
-        keys = sorted(map(str, ckpt))[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ArtGANError(
-            f"ckpt_path={str(path)!r} is not an ArtGAN checkpoint: it has no 'artgan' section (found {keys}). "
-            "It was written by another program or an older version; use a checkpoint that train.py wrote "
-            "(<run dir>/checkpoints/last.ckpt)."
-        )
-    return path, ckpt
-
-
-def _corrupt(path: Path, err: BaseException) -> ArtGANError:
-    size = path.stat().st_size if path.exists() else 0
-    detail = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
-    return ArtGANError(
-        f"ckpt_path={str(path)!r} could not be read: the file ({size:,} bytes) is truncated or corrupt "
-        f"({detail}). A copy that stopped early or a run killed while saving does this; use another checkpoint, "
-        "e.g. an epoch_*.ckpt from the same checkpoints/ folder, or copy the file again."
-    )
+    """Read an ArtGAN checkpoint safely (artgan.checkpoints.read); returns (path, the checkpoint dict)."""
+    if ckpt_path is None or str(ckpt_path).strip() in ("", "None", "null"):
+        raise ConfigError("ckpt_path is not set. Point it at a checkpoint written by train.py, e.g. "
+                          "python generate.py ckpt_path=outputs/train/<run>/checkpoints/last.ckpt")
+    path = checkpoints.checkpoint_file(ckpt_path)
+    return path, checkpoints.read(path)
 
 
 def _sub_state(state_dict: dict, prefix: str) -> dict:
@@ -152,6 +104,7 @@ def load_generator(ckpt_path: str | Path | None, use_ema: bool = True, device: s
         raise ArtGANError(f"ckpt_path={str(path)!r}: the generator weights do not fit the generator it describes "
                           f"({first[1].strip() if len(first) > 1 else first[0][:200]}). The file is damaged or "
                           "was edited; use another checkpoint.") from None
+    checkpoints.check_finite(weights, path)  # NaN weights paint black images: refuse before writing any
     if use_ema and not has_ema:
         log.info("The checkpoint has no EMA generator (trained with model.ema_decay=null); using the generator.")
     generator.eval().requires_grad_(False).to(device)
