@@ -119,6 +119,20 @@ def mini_discriminator(c_in: int, size: int, max_channels: int) -> nn.Sequential
     return nn.Sequential(*layers)
 
 
+def pixel_discriminator(resolution: int, channels: int, max_channels: int) -> nn.Sequential:
+    """A small patch discriminator on the image itself (spectral-norm stride-2 convs + LeakyReLU down to 8 x 8,
+    then a 4x4 conv: 5 x 5 logits). It sees what the ImageNet features are blind to at these sizes: the palette
+    (its own colour statistics, which the backbone was trained to ignore) and pixel-level texture."""
+    layers: list[nn.Module] = []
+    c_in, size = 3, resolution
+    while size > HEAD_END_SIZE:
+        size //= 2
+        layers += [spectral_norm(nn.Conv2d(c_in, channels, 4, 2, 1)), nn.LeakyReLU(0.2, inplace=True)]
+        c_in, channels = channels, min(channels * 2, max_channels)
+    layers.append(spectral_norm(nn.Conv2d(c_in, 1, 4, 1, 0)))
+    return nn.Sequential(*layers)
+
+
 def _drop_backbone_keys(module: ProjectedDiscriminator, state_dict: dict[str, Any], prefix: str,
                         local_metadata: dict) -> None:
     """state_dict post-hook: the pretrained backbone comes from the package, not from checkpoints."""
@@ -140,13 +154,15 @@ class ProjectedDiscriminator(Discriminator):
     ``backbone_size``: the backbone's input size (None: the image's own resolution; projected-gan: 224).
     ``proj_channels``: CCM width at the finest scale (projected-gan: 64). ``max_channels``: cap on the
     mini-discriminators' widths (512 is projected-gan's table uncapped; lower it to save compute).
-    ``weights_path``: an ``efficientnet-lite0-57934424.pth`` (None: the packaged copy).
+    ``pixel_channels``: width of an extra patch discriminator on the image itself (None: none), which keeps
+    the palette and pixel texture honest. ``weights_path``: an ``efficientnet-lite0-57934424.pth`` (None: the
+    packaged copy).
     """
 
     def __init__(self, resolution: int = 64, backbone_size: int | None = None, proj_channels: int = 64,
-                 max_channels: int = 512, weights_path: str | None = None):
+                 max_channels: int = 512, pixel_channels: int | None = None, weights_path: str | None = None):
         super().__init__(resolution, backbone_size=backbone_size, proj_channels=proj_channels,
-                         max_channels=max_channels, weights_path=weights_path)
+                         max_channels=max_channels, pixel_channels=pixel_channels, weights_path=weights_path)
         if backbone_size is not None and (isinstance(backbone_size, bool) or not isinstance(backbone_size, int)
                                           or backbone_size < MIN_BACKBONE_SIZE):
             raise ValueError(f"backbone_size must be None or an integer >= {MIN_BACKBONE_SIZE}, "
@@ -164,6 +180,8 @@ class ProjectedDiscriminator(Discriminator):
         self.mini_discriminators = nn.ModuleList(
             mini_discriminator(f.shape[1], f.shape[-1], max_channels) for f in projected
         )
+        if pixel_channels is not None:  # a pixel-space head beside the projected ones (Vision-aided GAN's idea)
+            self.mini_discriminators.append(pixel_discriminator(self.resolution, pixel_channels, max_channels))
         # channels_last: the backbone's depthwise convs are much faster in that layout on CPU; the whole D's
         # forward+backward measured 1.1-1.25x faster than with contiguous weights (bench/model_cost.py era).
         self.to(memory_format=torch.channels_last)
@@ -194,4 +212,6 @@ class ProjectedDiscriminator(Discriminator):
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False,
                               antialias=False)
         features = self.projection(self.backbone(x))
+        if len(self.mini_discriminators) > len(features):
+            features.append(images)  # the pixel head sees the image at its own size
         return torch.cat([d(f).flatten(1) for d, f in zip(self.mini_discriminators, features)], dim=1)
