@@ -133,6 +133,9 @@ def _check_data(data: DictConfig, model: DictConfig | None) -> None:
     subset = data.get("subset")
     if subset is not None and (not _is_int(subset) or subset < 1):
         raise ConfigError(f"data.subset={subset!r} must be null (all images) or a positive number of images.")
+    from artgan.data.holdout import check_holdout
+
+    check_holdout(data.get("holdout"))
     if data.get("source", "procedural") == "procedural":
         n = data.get("num_images")
         if not _is_int(n) or n < 1:

@@ -14,6 +14,7 @@ from . import procedural
 from .batching import check_batch_fits
 from .cache import MAX_LISTED, cache_key, decode_folder, file_identity, load_or_build
 from .discovery import KAGGLE_HINT, find_images, plural
+from .holdout import check_holdout, holdout_mask
 from .preprocess import PreprocessSettings
 
 log = logging.getLogger(__name__)
@@ -25,11 +26,13 @@ RANDOM_CROP_MARGIN = 1.125
 class CachedImages(Dataset):
     """Indexes the cached uint8 array; random crop and horizontal flip are done per batch."""
 
-    def __init__(self, images: np.ndarray, resolution: int, hflip: bool, random_crop: bool):
+    def __init__(self, images: np.ndarray, resolution: int, hflip: bool, random_crop: bool,
+                 index: np.ndarray | None = None):
         self.images, self.resolution, self.hflip, self.random_crop = images, resolution, hflip, random_crop
+        self.index = np.arange(len(images)) if index is None else index  # the training images' rows
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.index)
 
     def __getitem__(self, index: int) -> torch.Tensor:
         return self.__getitems__([index])[0]
@@ -37,7 +40,7 @@ class CachedImages(Dataset):
     def __getitems__(self, indices: list[int]) -> torch.Tensor:
         # One fancy-indexing read for the whole batch: far cheaper than B single reads + collate.
         # Crops and flips are done in NumPy: torch.flip on uint8 is ~50x slower on CPU.
-        batch = self.images[np.asarray(indices)]
+        batch = self.images[self.index[np.asarray(indices)]]
         r, size = self.resolution, batch.shape[-1]
         if size > r:
             if self.random_crop:
@@ -65,6 +68,9 @@ class ArtDataModule(L.LightningDataModule):
 
     `batch_size` is per device: with trainer.devices=2 each step sees 2 x batch_size images, and
     Lightning's DistributedSampler gives each rank its own shard of the data.
+
+    `holdout` (a fraction or a count, artgan/data/holdout.py) keeps images out of training: the dataloader,
+    `real_images` and `dataset_size` see the training images only, `heldout_images` and `heldout_size` the rest.
     """
 
     def __init__(
@@ -86,6 +92,8 @@ class ArtDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         decode_workers: int | None = None,
         progress: bool = True,
+        holdout: float | int | None = None,
+        holdout_seed: int = 0,
     ):
         super().__init__()
         self.source, self.root, self.resolution = source, root, int(resolution)
@@ -93,6 +101,7 @@ class ArtDataModule(L.LightningDataModule):
         self.subset, self.cache_dir, self.hflip, self.crop = subset, cache_dir, hflip, crop
         self.num_images, self.seed = int(num_images), int(seed)
         self.decode_workers, self.progress = decode_workers, progress
+        self.holdout, self.holdout_seed = holdout, int(holdout_seed)
         cache_size = round(self.resolution * RANDOM_CROP_MARGIN) if crop == "random" else self.resolution
         self.settings = PreprocessSettings(
             size=cache_size,
@@ -101,6 +110,7 @@ class ArtDataModule(L.LightningDataModule):
             trim_tolerance=float(trim_tolerance),
         )
         self._images: np.ndarray | None = None
+        self._train_index = self._heldout_index = np.zeros(0, dtype=np.int64)
         self.manifest: dict | None = None
         self._plan = None
 
@@ -129,6 +139,7 @@ class ArtDataModule(L.LightningDataModule):
             raise ArtGANError(
                 f"data.subset={self.subset} must be a positive number of images, or null for all."
             )
+        self.holdout = check_holdout(self.holdout)
 
     # ---- cache identity -------------------------------------------------------------------------
     def _identity(self):
@@ -175,8 +186,20 @@ class ArtDataModule(L.LightningDataModule):
 
     @property
     def fingerprint(self) -> str:
-        """Changes whenever the cached images would (files, sizes, mtimes, ctimes, settings, code version)."""
-        return cache_key(self._identity()[0])
+        """The training images' identity: changes whenever they would (files, sizes, mtimes, ctimes, settings, code
+        version, holdout). Keys the cached real features."""
+        return self._part_key("train")
+
+    @property
+    def heldout_fingerprint(self) -> str:
+        """The held-out images' identity (keys their cached features)."""
+        return self._part_key("heldout")
+
+    def _part_key(self, part: str) -> str:
+        identity = self._identity()[0]
+        if self.holdout is None:
+            return cache_key(identity) if part == "train" else ""
+        return cache_key({**identity, "holdout": self.holdout, "holdout_seed": self.holdout_seed, "part": part})
 
     # ---- Lightning hooks ------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -193,12 +216,32 @@ class ArtDataModule(L.LightningDataModule):
         self._images, self.manifest = load_or_build(
             absolute_path(self.cache_dir), identity, build, on_hit=self._warn_still_skipped
         )
+        self._split()
         log.info(
             "Data: %s at %d px (cache %s)",
             plural(len(self._images), f"{self.source} image"),
             self.resolution,
             self.manifest["key"],
         )
+
+    def _split(self) -> None:
+        """Training and held-out rows of the cache, by a hash of each image's name (artgan/data/holdout.py)."""
+        n = len(self._images)
+        files = (self.manifest or {}).get("files")
+        names = list(files) if files and len(files) == n else [str(i) for i in range(n)]
+        held = holdout_mask(names, self.holdout, self.holdout_seed)
+        self._train_index, self._heldout_index = np.flatnonzero(~held), np.flatnonzero(held)
+        if self.holdout is None:
+            return
+        if len(self._train_index) < 2 or len(self._heldout_index) < 1:
+            raise ArtGANError(
+                f"data.holdout={self.holdout} leaves {len(self._train_index)} training and "
+                f"{len(self._heldout_index)} held-out images of the {n} in {self.describe()}: each side needs some. "
+                "Use a smaller fraction or count (or null to train on every image)."
+            )
+        log.info("Data: %s held out of training (data.holdout=%s, holdout_seed=%d); %s left to train on",
+                 plural(len(self._heldout_index), "image"), self.holdout, self.holdout_seed,
+                 plural(len(self._train_index), "image"))
 
     def _warn_still_skipped(self, manifest: dict) -> None:
         """On a cache hit, repeat that some files are left out: the build's warning was in an earlier run."""
@@ -221,7 +264,8 @@ class ArtDataModule(L.LightningDataModule):
         world = self.trainer.world_size if self.trainer is not None else 1
         check_batch_fits(self.batch_size, self.dataset_size, world, self.describe(),
                          "data.num_images" if self.source == "procedural" else "data.subset=null")
-        dataset = CachedImages(self._images, self.resolution, self.hflip, random_crop=self.crop == "random")
+        dataset = CachedImages(self._images, self.resolution, self.hflip, random_crop=self.crop == "random",
+                               index=self._train_index)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -240,13 +284,31 @@ class ArtDataModule(L.LightningDataModule):
     # ---- for metrics and validation -------------------------------------------------------------
     @property
     def dataset_size(self) -> int:
+        """Training images (held-out ones excluded)."""
         self._load()
-        return len(self._images)
+        return len(self._train_index)
+
+    @property
+    def heldout_size(self) -> int:
+        """Images kept out of training by ``holdout`` (0 without)."""
+        self._load()
+        return len(self._heldout_index)
 
     def real_images(self, n: int | None = None) -> torch.Tensor:
-        """The first n cached images, unflipped and center-cropped: uint8 (N, 3, R, R)."""
+        """The first n training images, unflipped and center-cropped: uint8 (N, 3, R, R)."""
         self._load()
-        images = self._images[: (len(self._images) if n is None else n)]
+        return self._rows(self._train_index[:n])
+
+    def heldout_images(self, n: int | None = None) -> torch.Tensor:
+        """The first n held-out images, prepared like ``real_images``: uint8 (N, 3, R, R)."""
+        self._load()
+        return self._rows(self._heldout_index[:n])
+
+    def _rows(self, index: np.ndarray) -> torch.Tensor:
+        if len(index) == len(self._images):  # no holdout: a slice reads the memmap sequentially
+            images = self._images[:]
+        else:
+            images = self._images[index]
         o = (images.shape[-1] - self.resolution) // 2
         images = images[:, :, o : o + self.resolution, o : o + self.resolution]
         return torch.from_numpy(np.array(images))  # a copy: the cache is read-only
