@@ -8,9 +8,18 @@ device)`` draws ``num_samples`` latents from a seeded generator (the same every 
 model changing, not the noise), generates in eval mode and returns every metric as a float, named without the
 ``metrics/`` prefix that the callback adds.
 
+When the datamodule holds images out of training (``data.holdout``), they are a second real set: every
+feature-space number (FID, KID, precision, recall, density, coverage) is also computed against them
+(``<name>_heldout``) from the same generated features, and ``kid_<extractor>_gap`` = held-out KID - training KID
+(docs/metrics.md: a gap that grows during training is memorization).
+
 Under DDP each rank generates its share (``num_samples / world_size``, the first ranks one more) from
 ``seed + rank`` and the torchmetrics states are synced in ``compute``: every rank gets the same numbers, equal
 to one process fed all the samples. Call ``prepare`` and ``evaluate`` on every rank.
+
+After an evaluation, :attr:`Evaluator.last` keeps what it measured on this rank (the generated features per
+extractor, and small copies of the images when ``keep_images`` is set) so that a callback can show it without
+generating or extracting anything again (artgan/callbacks/curator.py).
 
 A new metric is a class with ``prepare_real(real_images, context)``, ``update(images)``, ``compute() -> dict``
 and ``reset()`` plus an entry in :data:`METRICS`.
@@ -22,17 +31,19 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from artgan.data.transforms import to_uint8
 from artgan.errors import ArtGANError, ConfigError
 from artgan.metrics.features import FeatureExtractorUnavailable, build_feature_extractor
-from artgan.metrics.fid import FeatureDistances
+from artgan.metrics.fid import FeatureDistances, extract_features
 from artgan.metrics.kl import ColorKL
 from artgan.metrics.spectral import SpectralDistance
 from artgan.metrics.swd import SlicedWasserstein
@@ -74,28 +85,68 @@ class PairedImageMetric:
         self.metric.reset()
 
 
+@dataclass
+class Evaluation:
+    """What the last evaluation measured on this rank (its share of the generated images)."""
+
+    index: int  # counts evaluations: a new value means new contents
+    features: dict[str, Tensor] = field(default_factory=dict)  # extractor name -> generated features (N, D), CPU
+    real_features: dict[str, Tensor] = field(default_factory=dict)  # extractor name -> training-set features
+    heldout_features: dict[str, Tensor] = field(default_factory=dict)  # extractor name -> held-out features
+    images: Tensor | None = None  # uint8 (N, 3, r, r), r <= keep_images; None unless keep_images
+
+
 class FeatureMetric:
-    """FID / KID / diversity in one extractor's feature space, real features cached on disk."""
+    """FID / KID / diversity / precision-recall in one extractor's feature space, real features cached on disk.
 
-    def __init__(self, metric: FeatureDistances):
-        self.metric = metric
+    With a held-out set, a second :class:`FeatureDistances` measures the same generated features against it:
+    features are extracted once per image."""
 
-    def prepare_real(self, real: RealSet, device: torch.device) -> None:
-        start = time.perf_counter()
-        self.metric.to(device)
-        self.metric.prepare_real(real.images, cache_dir=real.cache_dir, fingerprint=real.fingerprint,
-                                 resolution=real.resolution, num_images=real.count)
-        log.info("Metrics: %d real %s features ready in %.1fs (cache dir %s)", self.metric.num_real, self.metric.name,
-                 time.perf_counter() - start, real.cache_dir)
+    def __init__(self, metric: FeatureDistances, heldout: FeatureDistances | None = None):
+        self.metric, self.heldout = metric, heldout
+        self.features: list[Tensor] = []  # this rank's generated features of the current evaluation
+
+    def prepare_real(self, real: RealSet, device: torch.device, heldout: RealSet | None = None) -> None:
+        for metric, images in ((self.metric, real), (self.heldout, heldout)):
+            if metric is None or images is None:
+                continue
+            start = time.perf_counter()
+            metric.to(device)
+            metric.prepare_real(images.images, cache_dir=images.cache_dir, fingerprint=images.fingerprint,
+                                resolution=images.resolution, num_images=images.count)
+            log.info("Metrics: %d %s %s features ready in %.1fs (cache dir %s)", metric.num_real,
+                     "training" if metric is self.metric else "held-out", metric.name, time.perf_counter() - start,
+                     images.cache_dir)
+
+    @property
+    def name(self) -> str:
+        return self.metric.name
 
     def update(self, images: Tensor) -> None:
-        self.metric.update(images=images)
+        feats = extract_features(self.metric.extractor, images, batch_size=self.metric.batch_size)
+        self.features.append(feats)
+        for metric in (self.metric, self.heldout):
+            if metric is not None:
+                metric.update(features=feats)
 
     def compute(self) -> dict[str, float]:
-        return self.metric.compute()
+        out = self.metric.compute()
+        if self.heldout is not None:
+            held = self.heldout.compute()
+            out.update({_heldout_name(k): v for k, v in held.items() if not k.startswith("diversity_")})
+            out[f"kid_{self.name}_gap"] = held[f"kid_{self.name}"] - out[f"kid_{self.name}"]
+        return out
 
     def reset(self) -> None:
-        self.metric.reset()
+        self.features = []
+        for metric in (self.metric, self.heldout):
+            if metric is not None:
+                metric.reset()
+
+
+def _heldout_name(name: str) -> str:
+    """``kid_effnet`` -> ``kid_effnet_heldout``, ``kid_effnet_std`` -> ``kid_effnet_heldout_std``."""
+    return f"{name[:-4]}_heldout_std" if name.endswith("_std") else f"{name}_heldout"
 
 
 def _kl(settings: dict, evaluator: Evaluator, real: RealSet) -> list:
@@ -115,6 +166,11 @@ def _without_enabled(settings: dict) -> dict:
 
 
 def _fid(settings: dict, evaluator: Evaluator, real: RealSet) -> list:
+    def distances(extractor) -> FeatureDistances:
+        return FeatureDistances(extractor, kid_subset_size=settings["kid_subset_size"],
+                                kid_subsets=settings["kid_subsets"], batch_size=evaluator.batch_size,
+                                seed=evaluator.seed, prdc_k=settings["prdc_k"])
+
     metrics = []
     for name in settings["extractors"]:
         weights = settings["inception_weights_path"] if str(name).lower() == "inception" \
@@ -127,9 +183,8 @@ def _fid(settings: dict, evaluator: Evaluator, real: RealSet) -> list:
             log.warning("FID/KID with the '%s' extractor are skipped: %s", name, e)
             evaluator.skipped[str(name)] = str(e)
             continue
-        metrics.append(FeatureMetric(FeatureDistances(
-            extractor, kid_subset_size=settings["kid_subset_size"], kid_subsets=settings["kid_subsets"],
-            batch_size=evaluator.batch_size, seed=evaluator.seed)))
+        metrics.append(FeatureMetric(distances(extractor),
+                                     distances(extractor) if evaluator.heldout is not None else None))
     return metrics
 
 
@@ -141,7 +196,7 @@ METRICS: dict[str, tuple[dict, Callable[[dict, Evaluator, RealSet], list]]] = {
              "min_resolution": 16, "seed": 0}, _swd),
     "spectral": ({"enabled": True, "high_freq_start": 0.5}, _spectral),
     "fid": ({"enabled": True, "extractors": ["effnet_lite0"], "effnet_weights_path": None,
-             "inception_weights_path": None, "kid_subset_size": 1000, "kid_subsets": 100}, _fid),
+             "inception_weights_path": None, "kid_subset_size": 1000, "kid_subsets": 100, "prdc_k": 3}, _fid),
 }
 
 
@@ -157,11 +212,13 @@ class Evaluator:
         seed: seed of the evaluation latents (rank r draws from ``seed + r``).
         cache_dir: where real-image features are cached.
         strict: an extractor that cannot be built here is an error (True) or one warning and skipped (False).
+        keep_images: keep the last evaluation's generated images (this rank's), downscaled to at most this many
+            pixels a side, in :attr:`last` (0: keep only features). Set by callbacks that show them.
         **metrics: per metric in :data:`METRICS`, its settings (e.g. ``kl={"bins": 16}``, ``fid={...}``).
     """
 
     def __init__(self, num_samples: int = 512, num_real: int | None = 2000, batch_size: int = 64, seed: int = 0,
-                 cache_dir: str = ".cache/artgan", strict: bool = False, **metrics: Any):
+                 cache_dir: str = ".cache/artgan", strict: bool = False, keep_images: int = 0, **metrics: Any):
         if num_samples < 2 or batch_size < 1:
             raise ConfigError(f"evaluator.num_samples={num_samples} must be >= 2 and evaluator.batch_size="
                               f"{batch_size} >= 1.")
@@ -175,7 +232,11 @@ class Evaluator:
         self.settings = {name: self._settings(name, metrics.get(name)) for name in METRICS}
         self.skipped: dict[str, str] = {}
         self._metrics: list | None = None
-        self.real_count = 0
+        self.real_count = self.heldout_count = 0
+        self.real: RealSet | None = None  # the training images measured against (set by prepare)
+        self.heldout: RealSet | None = None  # the held-out images, when the datamodule has some
+        self.keep_images = int(keep_images or 0)
+        self.last: Evaluation | None = None
 
     @staticmethod
     def _settings(name: str, given: Any) -> dict:
@@ -191,7 +252,8 @@ class Evaluator:
 
     def describe(self) -> dict:
         """The protocol, for result files: results are comparable only under the same description."""
-        return {"num_samples": self.num_samples, "num_real": self.real_count, "seed": self.seed,
+        heldout = {"num_heldout": self.heldout_count} if self.heldout is not None else {}
+        return {"num_samples": self.num_samples, "num_real": self.real_count, **heldout, "seed": self.seed,
                 "batch_size": self.batch_size, **{k: v for k, v in self.settings.items() if v["enabled"]}}
 
     # ----------------------------------------------------------------------------------------- real side
@@ -204,22 +266,33 @@ class Evaluator:
         self.real_count = size if self.num_real is None else min(self.num_real, size)
         if self.real_count < 2:
             raise ArtGANError(f"The evaluation needs at least 2 real images; the data holds {size}.")
-        cached: list[Tensor] = []
-
-        def real_images() -> Tensor:  # decoded once, shared by every metric that needs the pixels
-            if not cached:
-                cached.append(datamodule.real_images(self.real_count))
-            return cached[0]
-
-        real = RealSet(real_images, self.real_count, datamodule.fingerprint, int(datamodule.resolution),
-                       self.cache_dir, self.batch_size)
+        real = self.real = self._real_set(datamodule.real_images, self.real_count, datamodule.fingerprint,
+                                          datamodule)
+        held = int(getattr(datamodule, "heldout_size", 0) or 0)
+        if held:
+            self.heldout_count = held if self.num_real is None else min(self.num_real, held)
+            self.heldout = self._real_set(datamodule.heldout_images, self.heldout_count,
+                                          datamodule.heldout_fingerprint, datamodule)
         self._metrics = []
         for name, (_, build) in METRICS.items():
             if self.settings[name]["enabled"]:
                 for metric in build(self.settings[name], self, real):
-                    metric.prepare_real(real, device)
+                    if isinstance(metric, FeatureMetric):
+                        metric.prepare_real(real, device, self.heldout)
+                    else:
+                        metric.prepare_real(real, device)
                     self._metrics.append(metric)
         return bool(self._metrics)
+
+    def _real_set(self, images: Callable[[int], Tensor], count: int, fingerprint: str, datamodule) -> RealSet:
+        cached: list[Tensor] = []
+
+        def load() -> Tensor:  # decoded once, shared by every metric that needs the pixels
+            if not cached:
+                cached.append(images(count))
+            return cached[0]
+
+        return RealSet(load, count, fingerprint, int(datamodule.resolution), self.cache_dir, self.batch_size)
 
     # ------------------------------------------------------------------------------------------ evaluate
     def local_count(self, rank: int, world_size: int) -> int:
@@ -228,17 +301,20 @@ class Evaluator:
 
     @torch.no_grad()
     def evaluate(self, generator, device: torch.device | str, rank: int = 0, world_size: int = 1,
-                 progress: bool = False) -> dict[str, float]:
+                 progress: bool = False, truncation: float | None = None) -> dict[str, float]:
         """Generate this rank's share with ``generator`` (eval mode is the caller's business), update, sync and
-        compute. Returns ``{metric: value}``; NaN where a metric could not be computed."""
+        compute. Returns ``{metric: value}``; NaN where a metric could not be computed. ``truncation``: latents
+        drawn with the truncation trick (``Generator.sample_latents``); None or 1: the usual latents."""
         count = self.local_count(rank, world_size)
         latents = torch.Generator().manual_seed(self.seed + rank)
+        # Only passed when used: a generator of an older signature keeps working without truncation.
+        extra = {} if truncation is None or float(truncation) == 1.0 else {"truncation": float(truncation)}
 
         def batches():
             remaining = count
             while remaining > 0:
                 n = min(self.batch_size, remaining)
-                yield generator(generator.sample_latents(n, generator=latents, device=device))
+                yield generator(generator.sample_latents(n, generator=latents, device=device, **extra))
                 remaining -= n
 
         return self.evaluate_images(batches(), total=count, progress=progress)
@@ -251,16 +327,34 @@ class Evaluator:
             return {}
         for metric in self._metrics:
             metric.reset()  # the generated side only
+        kept: list[Tensor] = []
         bar = tqdm(total=total, desc="Evaluating", unit="img", disable=not progress, dynamic_ncols=True)
         for images in batches:
             for metric in self._metrics:
                 metric.update(images)
+            if self.keep_images:
+                kept.append(self._small_copy(images))
             bar.update(len(images))
         bar.close()
         results: dict[str, float] = {}
         for metric in self._metrics:
             results.update({k: float(v) for k, v in metric.compute().items()})
+        features = [m for m in self._metrics if isinstance(m, FeatureMetric)]
+        self.last = Evaluation(
+            index=(self.last.index + 1) if self.last else 0,
+            features={m.name: torch.cat(m.features) for m in features if m.features},
+            real_features={m.name: m.metric.real_features.cpu() for m in features},
+            heldout_features={m.name: m.heldout.real_features.cpu() for m in features if m.heldout is not None},
+            images=torch.cat(kept) if kept else None)
         bad = sorted(k for k, v in results.items() if not math.isfinite(v))
         if bad:
             log.warning("Non-finite metric values %s; raise evaluator.num_samples.", bad)
         return results
+
+    def _small_copy(self, images: Tensor) -> Tensor:
+        """uint8 CPU copy of a batch, downscaled (antialiased) to at most ``keep_images`` pixels a side."""
+        x = images.float() if images.dtype != torch.uint8 else images.float().div(127.5).sub(1.0)
+        if x.shape[-1] > self.keep_images:
+            x = F.interpolate(x, size=(self.keep_images, self.keep_images), mode="bilinear", antialias=True,
+                              align_corners=False)
+        return to_uint8(x).cpu()

@@ -43,6 +43,7 @@ from torchmetrics.utilities.data import dim_zero_cat
 from artgan.errors import ArtGANError
 from artgan.io import atomic_torch_save
 from artgan.metrics.diversity import diversity
+from artgan.metrics.prdc import nearest_neighbour_distances, prdc
 
 log = logging.getLogger(__name__)
 
@@ -226,8 +227,11 @@ class FeatureDistances(Metric):
 
     ``update(images)`` / ``update_fake(images)`` takes generated images in [-1, 1] (or uint8);
     ``compute()`` returns ``{"fid_<name>", "kid_<name>", "kid_<name>_std"}`` as Python floats, where
-    ``<name>`` is the extractor's ``name`` (``effnet``, ``inception``). ``reset()`` clears the fake
-    side only. Call :meth:`set_real_features` (or pass ``real_features``) before ``compute()``.
+    ``<name>`` is the extractor's ``name`` (``effnet``, ``inception``), plus, from the same features,
+    ``diversity_<name>`` and ``precision_<name>``, ``recall_<name>``, ``density_<name>``, ``coverage_<name>``
+    (k-NN manifolds with ``prdc_k`` neighbours, artgan/metrics/prdc.py; ``prdc_k=0`` leaves them out).
+    ``reset()`` clears the fake side only. Call :meth:`set_real_features` (or pass ``real_features``) before
+    ``compute()``.
     """
 
     full_state_update = False
@@ -247,6 +251,7 @@ class FeatureDistances(Metric):
         seed: int = 0,
         batch_size: int = 64,
         compute_kid: bool = True,
+        prdc_k: int = 3,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -266,6 +271,8 @@ class FeatureDistances(Metric):
         self.seed = int(seed)
         self.batch_size = int(batch_size)
         self.compute_kid = bool(compute_kid)
+        self.prdc_k = int(prdc_k or 0)
+        self._real_radii: Tensor | None = None  # k-NN radii of the real features, computed at the first compute()
 
         self.add_state("fake_sum", torch.zeros(d, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("fake_cov_sum", torch.zeros(d, d, dtype=torch.float64), dist_reduce_fx="sum")
@@ -300,6 +307,7 @@ class FeatureDistances(Metric):
         self.real_cov = cov
         self.real_cov_sqrt = _sqrtm_psd(cov)
         self._num_real = n
+        self._real_radii = None
 
     @property
     def num_real(self) -> int:
@@ -376,7 +384,22 @@ class FeatureDistances(Metric):
             fake = dim_zero_cat(self.fake_features)
             kid_mean, kid_std = self._kid(fake)
             out[f"diversity_{self.name}"] = diversity(fake.cpu(), self.real_features.cpu(), self.seed)["diversity_ratio"]
+            out.update(self._prdc(fake))
         return {**out, keys[1]: kid_mean, keys[2]: kid_std}
+
+    def _prdc(self, fake: Tensor) -> dict[str, float]:
+        """Precision, recall, density and coverage of ``fake`` against the real features (NaN with <= k of either)."""
+        if not self.prdc_k:
+            return {}
+        names = [f"{m}_{self.name}" for m in ("precision", "recall", "density", "coverage")]
+        fake = fake.reshape(-1, self.num_features)
+        if min(fake.shape[0], self.num_real) <= self.prdc_k:
+            return dict.fromkeys(names, math.nan)
+        if self._real_radii is None:
+            self._real_radii = nearest_neighbour_distances(self.real_features, self.prdc_k)
+        values = prdc(self.real_features, fake, self.prdc_k, real_radii=self._real_radii)
+        return {name: values[m] for name, m in zip(names, ("precision", "recall", "density", "coverage"),
+                                                   strict=True)}
 
     def kid_subset_size_for(self, n_real: int, n_fake: int) -> int:
         """The subset size actually used: ``min(kid_subset_size, n_real, n_fake)``."""

@@ -70,10 +70,13 @@ def nearest_neighbour_distances(features: Tensor, k: int = 3) -> Tensor:
     ])
 
 
-def prdc(real_features: Tensor, fake_features: Tensor, k: int = 3) -> dict[str, float]:
+def prdc(real_features: Tensor, fake_features: Tensor, k: int = 3, real_radii: Tensor | None = None
+         ) -> dict[str, float]:
     """``{"precision", "recall", "density", "coverage"}`` of fake vs real features (see the module docstring).
 
-    Distances are computed in float64, in blocks of rows, so memory stays bounded for large sets.
+    Distances are computed in float64, in blocks of rows, so memory stays bounded for large sets. ``real_radii``:
+    ``nearest_neighbour_distances(real_features, k)`` when the caller keeps them (a fixed real set evaluated
+    many times), else computed here.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -82,7 +85,7 @@ def prdc(real_features: Tensor, fake_features: Tensor, k: int = 3) -> dict[str, 
     if real_features.shape[1] != fake_features.shape[1]:
         raise ValueError(f"feature sizes differ: real {real_features.shape[1]}, fake {fake_features.shape[1]}")
     real, fake = real_features.double(), fake_features.double().to(real_features.device)
-    real_radii = nearest_neighbour_distances(real, k)
+    real_radii = nearest_neighbour_distances(real, k) if real_radii is None else real_radii.double().to(real.device)
     fake_radii = nearest_neighbour_distances(fake, k)
 
     real_balls_per_fake = torch.zeros(fake.shape[0], dtype=torch.long, device=real.device)
