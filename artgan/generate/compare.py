@@ -18,71 +18,24 @@ import logging
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw
 
 from artgan.errors import ConfigError
-from artgan.metrics.diversity import cosine_distances, diversity
+from artgan.metrics.diversity import diversity
 from artgan.metrics.features import build_feature_extractor
 from artgan.metrics.fid import extract_features, load_or_compute_real_features
+from artgan.metrics.neighbours import memorization, nearest_neighbours, real_leave_one_out
 
 from .checkpoint import LoadedGenerator
-from .images import to_pil
+from .images import neighbours_picture
 from .sample import generate_images, latents
+
+__all__ = ["diversity", "nearest_neighbours", "print_compare", "run_compare"]
 
 log = logging.getLogger(__name__)
 
 
-def nearest_neighbours(fake: torch.Tensor, real: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(distances, indices), each (N_fake, k), nearest first."""
-    d = cosine_distances(fake, real)
-    dist, idx = d.topk(min(k, real.shape[0]), dim=1, largest=False)
-    return dist.float(), idx
-
-
-def real_leave_one_out(real: torch.Tensor) -> torch.Tensor:
-    """Each real image's distance to its nearest other real image."""
-    d = cosine_distances(real, real)
-    d.fill_diagonal_(float("inf"))
-    return d.min(dim=1).values.float()
-
-
-def _stats(x: torch.Tensor) -> dict:
-    x = x.double()
-    return {"mean": float(x.mean()), "median": float(x.median()), "min": float(x.min()), "max": float(x.max())}
-
-
-def compare_picture(fake: torch.Tensor, real: torch.Tensor, nn_idx: torch.Tensor, nn_dist: torch.Tensor,
-                    cell: int, gap: int = 12, pad: int = 4, label_h: int = 14) -> Image.Image:
-    """One row per generated image: the image, a gap, then its k nearest training images with distances."""
-    rows, k = nn_idx.shape
-    header = 18
-    width = pad + cell + gap + k * (cell + pad)
-    height = header + rows * (cell + label_h + pad) + pad
-    canvas = Image.new("RGB", (width, height), (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
-    draw.text((pad, 3), "generated", fill=(0, 0, 0))
-    draw.text((pad + cell + gap, 3), f"{k} nearest training images (cosine distance, EfficientNet-Lite0)",
-              fill=(0, 0, 0))
-
-    def paste(img: torch.Tensor, x: int, y: int) -> None:
-        pil = to_pil(img)
-        if pil.size != (cell, cell):
-            pil = pil.resize((cell, cell), Image.Resampling.LANCZOS)
-        canvas.paste(pil, (x, y))
-
-    for r in range(rows):
-        y = header + r * (cell + label_h + pad)
-        paste(fake[r], pad, y)
-        draw.rectangle([pad - 1, y - 1, pad + cell, y + cell], outline=(200, 30, 30))
-        for j in range(k):
-            x = pad + cell + gap + j * (cell + pad)
-            paste(real[int(nn_idx[r, j])], x, y)
-            draw.text((x + 2, y + cell + 1), f"{float(nn_dist[r, j]):.3f}", fill=(60, 60, 60))
-    return canvas
-
-
 def run_compare(loaded: LoadedGenerator, datamodule, data_desc: str, out_dir: Path, cfg, seed: int,
-                batch_size: int, cache_dir: str, device: torch.device) -> dict:
+                batch_size: int, cache_dir: str, device: torch.device, truncation: float | None = None) -> dict:
     k, rows, n_gen = int(cfg.k), int(cfg.num_rows), int(cfg.num_generated)
     if k < 1 or rows < 1 or n_gen < 2:
         raise ConfigError(f"compare.k={k} and compare.num_rows={rows} must be >= 1 and compare.num_generated="
@@ -99,7 +52,7 @@ def run_compare(loaded: LoadedGenerator, datamodule, data_desc: str, out_dir: Pa
         resolution=res, num_images=datamodule.dataset_size, batch_size=int(cfg.feature_batch_size))
     if real_feats.shape[0] < 2:
         raise ConfigError(f"compare needs at least 2 real images; {data_desc} has {real_feats.shape[0]}.")
-    fake = generate_images(loaded, latents(loaded, n_gen, seed), batch_size, desc="Generating")
+    fake = generate_images(loaded, latents(loaded, n_gen, seed, truncation), batch_size, desc="Generating")
     log.info("Extracting %s features of %d generated images", extractor.name, n_gen)
     fake_feats = extract_features(extractor, fake, batch_size=int(cfg.feature_batch_size))
 
@@ -109,7 +62,7 @@ def run_compare(loaded: LoadedGenerator, datamodule, data_desc: str, out_dir: Pa
     order = (nn_dist[:, 0].argsort() if cfg.order == "closest" else torch.arange(n_gen))[: min(rows, n_gen)]
     real = datamodule.real_images()
     cell = int(cfg.cell_size) if cfg.get("cell_size") else max(res, 64)
-    picture = compare_picture(fake[order], real, nn_idx[order], nn_dist[order], cell=cell)
+    picture = neighbours_picture(fake[order], real, nn_idx[order], nn_dist[order], cell=cell)
     picture_path = out_dir / "compare.png"
     picture.save(picture_path, optimize=True)
 
@@ -123,17 +76,11 @@ def run_compare(loaded: LoadedGenerator, datamodule, data_desc: str, out_dir: Pa
         "num_real": int(real_feats.shape[0]),
         "num_generated": n_gen,
         "seed": int(seed),
+        "truncation": truncation,
         "resolution": res,
         "feature_space": f"{extractor.name} ({cfg.extractor}), cosine distance",
         "diversity": div,
-        "nearest_neighbour_distance": {
-            "generated_to_real": _stats(gen_nn),
-            "real_to_other_real": _stats(loo),
-            "median_ratio": float(gen_nn.median() / loo.median()) if float(loo.median()) > 0 else float("nan"),
-            # Generated images closer to a training image than the closest 1% of training pairs are.
-            "fraction_closer_than_real_p1": float((gen_nn < torch.quantile(loo.double(), 0.01).float())
-                                                  .float().mean()),
-        },
+        "nearest_neighbour_distance": memorization(gen_nn, loo),
         "picture": str(picture_path),
         "rows": [
             {"generated_index": int(i),

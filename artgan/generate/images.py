@@ -1,4 +1,4 @@
-"""Turning generated tensors into files: PNGs, grids, GIFs."""
+"""Turning generated tensors into pictures and files: PNGs, grids, GIFs, neighbour panels."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from artgan.data.transforms import to_uint8
 
@@ -47,3 +47,37 @@ def save_gif(frames: torch.Tensor, path: str | Path, duration_ms: int = 80, loop
     pil[0].save(path, save_all=True, append_images=pil[1:], duration=int(duration_ms), loop=int(loop),
                 optimize=False, disposal=1)
     return path
+
+
+def neighbours_picture(images: torch.Tensor, pool: torch.Tensor, nn_idx: torch.Tensor, nn_dist: torch.Tensor,
+                       cell: int, left: str = "generated",
+                       right: str = "{k} nearest training images (cosine distance, EfficientNet-Lite0)",
+                       gap: int = 12, pad: int = 4, label_h: int = 14) -> Image.Image:
+    """One row per image of ``images``: the image (outlined), a gap, then its k neighbours ``pool[nn_idx[row]]``
+    with their distances under them. ``left`` and ``right`` title the two sides (``{k}`` is filled in).
+    ``mode=compare`` and the curator panel draw generated images beside paintings, and paintings beside the
+    generated images nearest them."""
+    rows, k = nn_idx.shape
+    header = 18
+    width = pad + cell + gap + k * (cell + pad)
+    height = header + rows * (cell + label_h + pad) + pad
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((pad, 3), left, fill=(0, 0, 0))
+    draw.text((pad + cell + gap, 3), right.format(k=k), fill=(0, 0, 0))
+
+    def paste(img: torch.Tensor, x: int, y: int) -> None:
+        pil = to_pil(img)
+        if pil.size != (cell, cell):
+            pil = pil.resize((cell, cell), Image.Resampling.LANCZOS)
+        canvas.paste(pil, (x, y))
+
+    for r in range(rows):
+        y = header + r * (cell + label_h + pad)
+        paste(images[r], pad, y)
+        draw.rectangle([pad - 1, y - 1, pad + cell, y + cell], outline=(200, 30, 30))
+        for j in range(k):
+            x = pad + cell + gap + j * (cell + pad)
+            paste(pool[int(nn_idx[r, j])], x, y)
+            draw.text((x + 2, y + cell + 1), f"{float(nn_dist[r, j]):.3f}", fill=(60, 60, 60))
+    return canvas
