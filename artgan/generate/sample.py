@@ -20,10 +20,14 @@ from .images import save_grid, to_pil
 log = logging.getLogger(__name__)
 
 
-def latents(loaded: LoadedGenerator, n: int, seed: int) -> torch.Tensor:
+def latents(loaded: LoadedGenerator, n: int, seed: int, truncation: float | None = None) -> torch.Tensor:
     """``n`` latents of the loaded generator, drawn on the CPU from ``seed``: the same on any device and for any
-    batch size, and the first k of n are the k of a smaller run with the same seed."""
-    return loaded.generator.sample_latents(n, generator=torch.Generator().manual_seed(int(seed)))
+    batch size, and the first k of n are the k of a smaller run with the same seed. ``truncation`` (psi < 1):
+    the truncation trick (``Generator.sample_latents``); None or 1: the usual latents."""
+    g = torch.Generator().manual_seed(int(seed))
+    if truncation is None or float(truncation) == 1.0:
+        return loaded.generator.sample_latents(n, generator=g)
+    return loaded.generator.sample_latents(n, generator=g, truncation=float(truncation))
 
 
 @torch.no_grad()
@@ -50,12 +54,12 @@ def generate_images(loaded: LoadedGenerator, z: torch.Tensor, batch_size: int = 
 
 
 def run_sample(loaded: LoadedGenerator, out_dir: Path, num_images: int, seed: int, batch_size: int,
-               progress: str | bool = "auto", grid_max: int = 64) -> dict:
+               progress: str | bool = "auto", grid_max: int = 64, truncation: float | None = None) -> dict:
     if num_images < 1:
         raise ConfigError(f"num_images={num_images} must be at least 1.")
     out_dir.mkdir(parents=True, exist_ok=True)
     show = num_images >= 256 if progress == "auto" else bool(progress)
-    z = latents(loaded, num_images, seed)
+    z = latents(loaded, num_images, seed, truncation)
     width = max(5, len(str(num_images - 1)))
     grid_images: list[torch.Tensor] = []
     start = time.perf_counter()
@@ -80,7 +84,8 @@ def run_sample(loaded: LoadedGenerator, out_dir: Path, num_images: int, seed: in
     grid = torch.cat(grid_images)
     save_grid(grid, out_dir / "grid.png")
     result = {
-        "mode": "sample", "num_images": num_images, "seed": int(seed), "resolution": loaded.resolution,
+        "mode": "sample", "num_images": num_images, "seed": int(seed), "truncation": truncation,
+        "resolution": loaded.resolution,
         "used_ema": loaded.used_ema, "device": str(loaded.device), "output_dir": str(out_dir),
         "seconds": round(total, 3), "images_per_second": round(num_images / total, 2),
         "generator_images_per_second": round(num_images / max(gen_time, 1e-9), 2),

@@ -37,6 +37,31 @@ def num_doublings(resolution: int, start: int = 4) -> int:
     return int(math.log2(resolution // start))
 
 
+#: |z| above which a component of a truncated latent is drawn again (BigGAN's truncated normal)
+TRUNCATION_RADIUS = 2.0
+
+
+def check_truncation(psi: Any) -> float:
+    """``psi`` as a float in (0, 1], else a ValueError saying what truncation means."""
+    if isinstance(psi, bool) or not isinstance(psi, (int, float)) or not 0.0 < float(psi) <= 1.0:
+        raise ValueError(f"truncation={psi!r} must be a number in (0, 1]: 1 (or null) draws the usual latents, "
+                         "smaller values draw them closer to the mean (e.g. 0.7).")
+    return float(psi)
+
+
+def truncated_normal(shape: tuple[int, ...], psi: float, generator: torch.Generator | None = None,
+                     device: torch.device | str | None = None) -> Tensor:
+    """Standard normal numbers with every component beyond ``TRUNCATION_RADIUS`` redrawn, times ``psi``. Drawn on
+    the CPU from ``generator`` when one is given (same numbers on any device)."""
+    where = "cpu" if generator is not None else device
+    z = torch.randn(shape, generator=generator, device=where)
+    outside = z.abs() > TRUNCATION_RADIUS
+    while bool(outside.any()):
+        z[outside] = torch.randn(int(outside.sum()), generator=generator, device=where)
+        outside = z.abs() > TRUNCATION_RADIUS
+    return (z * psi).to(device or "cpu") if generator is not None else z * psi
+
+
 def spec_of(network: Generator | Discriminator) -> dict:
     return {"class": registry.class_path(type(network)), "kwargs": dict(network.config)}
 
@@ -65,6 +90,9 @@ class Generator(_Rebuildable, nn.Module):
     supported_resolutions: tuple[int, ...] = RESOLUTIONS
     #: short name that checkpoints of format 1 used ("dcgan"); None for newer classes
     legacy_name: str | None = None
+    #: False when forward() rescales its latent (FastGAN's pixel norm): truncation's psi then has no effect, only
+    #: the redrawing of large components does; generate.py says so
+    latent_scale_matters: bool = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -79,12 +107,19 @@ class Generator(_Rebuildable, nn.Module):
         self.config = {"resolution": self.resolution, "latent_dim": self.latent_dim, **config}
 
     def sample_latents(self, n: int, *, generator: torch.Generator | None = None,
-                       device: torch.device | str | None = None) -> Tensor:
+                       device: torch.device | str | None = None, truncation: float | None = None) -> Tensor:
         """``n`` latents as this generator expects them. Drawn on the CPU from ``generator`` when one is given
-        (the same numbers on any device), else on ``device``."""
-        if generator is not None:
-            return torch.randn(n, self.latent_dim, generator=generator).to(device or "cpu")
-        return torch.randn(n, self.latent_dim, device=device)
+        (the same numbers on any device), else on ``device``.
+
+        ``truncation`` (psi in (0, 1]) trades variety for fidelity with BigGAN's truncation trick (Brock et al.,
+        ICLR 2019): components beyond ``TRUNCATION_RADIUS`` are redrawn, then the latent is scaled by psi, so
+        images come from the dense middle of the latent distribution. None or 1: the usual latents, unchanged.
+        """
+        if truncation is None or float(truncation) == 1.0:
+            if generator is not None:
+                return torch.randn(n, self.latent_dim, generator=generator).to(device or "cpu")
+            return torch.randn(n, self.latent_dim, device=device)
+        return truncated_normal((n, self.latent_dim), check_truncation(truncation), generator, device)
 
     def spec(self) -> dict:
         """What rebuilds this network: its registered class path and constructor arguments (plain types)."""

@@ -105,6 +105,8 @@ class FastGANGenerator(Generator):
     injection, so sampling is deterministic.
     """
 
+    latent_scale_matters = False  # forward() puts every latent on one sphere: truncation's psi cancels out
+
     def __init__(self, resolution: int = 64, latent_dim: int = 256, ngf: int = 64, lite: bool = True):
         super().__init__(resolution, latent_dim, ngf=ngf, lite=lite)
         if isinstance(ngf, bool) or not isinstance(ngf, int) or ngf < 1:
