@@ -1,4 +1,4 @@
-"""generate.py's modes: sample, compare, interpolate, evaluate. See docs/generate.md."""
+"""generate.py's modes: sample, compare, interpolate, evaluate, project. See docs/generate.md."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import json
 import logging
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from artgan.errors import ConfigError
+from artgan.models.base import check_truncation
 from artgan.outputs import check_output_dir
 from artgan.paths import absolute_path
 
@@ -16,7 +17,7 @@ from .checkpoint import LoadedGenerator, load_generator, resolve_device
 
 log = logging.getLogger(__name__)
 
-MODES = ("sample", "compare", "interpolate", "evaluate")
+MODES = ("sample", "compare", "interpolate", "evaluate", "project")
 
 __all__ = ["MODES", "LoadedGenerator", "load_generator", "resolve_device", "run"]
 
@@ -34,6 +35,7 @@ def _run(cfg: DictConfig) -> dict:
                           f"{', '.join(MODES)} (sample is the default).")
     if not cfg.get("output_dir"):
         raise ConfigError("output_dir is not set; pass output_dir=DIR.")
+    truncation = truncation_setting(cfg.get("truncation"), many=mode == "evaluate")
     device = resolve_device(cfg.get("device", "auto"))
     ckpt = cfg.get("ckpt_path")
     loaded = load_generator(absolute_path(ckpt) if ckpt else ckpt, use_ema=bool(cfg.get("use_ema", True)),
@@ -44,11 +46,16 @@ def _run(cfg: DictConfig) -> dict:
     seed, batch_size = int(cfg.seed), int(cfg.batch_size)
     log.info("Loaded %s: %s %d px, %s generator, on %s", loaded.path, loaded.spec["class"].rsplit(".", 1)[-1], loaded.resolution,
              "EMA" if loaded.used_ema else "plain", device)
+    if truncation not in (None, 1.0) and not loaded.generator.latent_scale_matters:
+        log.warning("%s rescales every latent itself, so truncation=%s only redraws latent components beyond 2 "
+                    "standard deviations; psi does not move its images towards the mean.",
+                    type(loaded.generator).__name__, cfg.get("truncation"))
 
     if mode == "sample":
         from .sample import run_sample
 
-        result = run_sample(loaded, out_dir, int(cfg.num_images), seed, batch_size, progress=cfg.get("progress", "auto"))
+        result = run_sample(loaded, out_dir, int(cfg.num_images), seed, batch_size, progress=cfg.get("progress", "auto"),
+                            truncation=truncation)
         print(f"Wrote {result['num_images']} images ({loaded.resolution} px) and grid.png to {out_dir} "
               f"({result['images_per_second']:.1f} images/s on {device}).")
     elif mode == "interpolate":
@@ -56,8 +63,16 @@ def _run(cfg: DictConfig) -> dict:
 
         c = cfg.interpolate
         result = run_interpolate(loaded, out_dir, int(c.num_points), int(c.steps), seed, batch_size,
-                                 closed=bool(c.closed), frame_ms=int(c.frame_ms))
+                                 closed=bool(c.closed), frame_ms=int(c.frame_ms), truncation=truncation,
+                                 latent_files=c.get("latents"))
         print(f"Wrote {result['grid']} and {result['gif']} ({result['frames']} frames).")
+    elif mode == "project":
+        from .data import preparation_datamodule
+        from .project import print_project, run_project
+
+        datamodule = preparation_datamodule(cfg.get("data"), loaded.run_dir, loaded.resolution)
+        result = run_project(loaded, datamodule, out_dir, cfg.get("image"), cfg.project, seed, batch_size)
+        print_project(result)
     else:
         from .data import build_datamodule
 
@@ -67,14 +82,31 @@ def _run(cfg: DictConfig) -> dict:
             from .compare import print_compare, run_compare
 
             result = run_compare(loaded, datamodule, desc, out_dir, cfg.compare, seed, batch_size, cache_dir,
-                                 device)
+                                 device, truncation=truncation)
             print_compare(result)
         else:
             from .evaluate import print_metrics, run_evaluate
 
-            result = run_evaluate(loaded, datamodule, desc, out_dir, cfg.evaluator)
+            result = run_evaluate(loaded, datamodule, desc, out_dir, cfg.evaluator, truncation)
             print_metrics(result)
-            print(f"Wrote {out_dir / 'metrics.json'}")
+            print(f"Wrote {out_dir / 'metrics.json'}" + (f" and {result['plot']}" if result.get("plot") else ""))
     if mode in ("sample", "interpolate"):  # compare.json and metrics.json are written by their modes
         (out_dir / f"{mode}.json").write_text(json.dumps(result, indent=1))
     return result
+
+
+def truncation_setting(value, many: bool = False):
+    """``truncation=`` as None, a psi in (0, 1] or (``many``: mode=evaluate) a list of them; else a ConfigError."""
+    if value is None:
+        return None
+    if isinstance(value, (ListConfig, list, tuple)):
+        if not many:
+            raise ConfigError(f"truncation={list(value)}: a list of values is a sweep, which only mode=evaluate "
+                              "does; give one value (e.g. truncation=0.7).")
+        if not value:
+            raise ConfigError("truncation=[] is empty: give values such as truncation=[1.0,0.8,0.6].")
+        return [truncation_setting(v) for v in value]
+    try:
+        return check_truncation(value)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None

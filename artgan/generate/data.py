@@ -59,7 +59,7 @@ def data_settings(data_cfg: DictConfig | dict | None, run_dir: Path | None) -> t
         if trained.get("source") != "folder" or trained.get("root") != overrides["root"]:
             # Another image set: keep the training's preprocessing (crop, borders) but not its subset.
             trained = {k: v for k, v in trained.items() if k not in ("source", "root", "subset", "num_images",
-                                                                       "seed")}
+                                                                       "seed", "holdout", "holdout_seed")}
     elif not trained:
         raise ArtGANError(
             "data.root is not set and the training run's config (RUN/.hydra/config.yaml next to RUN/checkpoints/) "
@@ -89,3 +89,19 @@ def build_datamodule(data_cfg, run_dir: Path | None, resolution: int, cache_dir:
     dm.setup("fit")
     log.info("Real images: %d from %s at %d px", dm.dataset_size, what, resolution)
     return dm, what
+
+
+def preparation_datamodule(data_cfg, run_dir: Path | None, resolution: int):
+    """An ArtDataModule that only describes how the training run prepared its images (nothing is loaded): for
+    preparing other images the same way (``mode=project``). Without the run's config: the defaults and data.*."""
+    from artgan.data.datamodule import ArtDataModule
+
+    try:
+        settings, _ = data_settings(data_cfg, run_dir)
+    except ArtGANError:  # no training config and no data.root: only the preprocessing matters here
+        settings = {k: v for k, v in (OmegaConf.to_container(data_cfg, resolve=True) if OmegaConf.is_config(data_cfg)
+                                      else dict(data_cfg or {})).items() if v is not None}
+        log.warning("The training run's config was not found: images are prepared with the default settings and "
+                    "data.* (e.g. data.trim_borders=true as for data=abstract_art).")
+    settings = {k: v for k, v in settings.items() if k in ("crop", "border_crop", "trim_borders", "trim_tolerance")}
+    return ArtDataModule(**settings, resolution=int(resolution))

@@ -115,6 +115,11 @@ class EffNetLite0Features(_FrozenExtractor):
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> Tensor:
+        return self.embed(images)
+
+    def embed(self, images: Tensor) -> Tensor:
+        """``forward`` with gradients flowing back to ``images`` (``generate.py mode=project`` optimises through
+        it; the weights stay frozen)."""
         feats = self.model.forward_features(self._prepare(images))
         return self.model.forward_head(feats, pre_logits=True).float()
 
