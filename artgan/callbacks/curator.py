@@ -37,6 +37,7 @@ from PIL import Image
 from artgan import compat
 from artgan.callbacks.metrics import MetricsCallback
 from artgan.callbacks.samples import tensorboard_writers
+from artgan.data.transforms import downscale
 from artgan.errors import ConfigError
 from artgan.generate.images import neighbours_picture
 from artgan.metrics.diversity import cosine_distances
@@ -103,7 +104,8 @@ class CuratorCallback(Callback):
         self.cell, self.extractor, self.bins = int(cell), str(extractor), int(bins)
         self.metrics: MetricsCallback | None = None
         self._shown = -1  # Evaluation.index of the last evaluation drawn
-        self._real_nn: dict[int, torch.Tensor] = {}  # id of a real feature set -> its leave-one-out distances
+        self._real_nn: torch.Tensor | None = None  # paintings' leave-one-out distances: the real set is fixed
+        self._paintings: torch.Tensor | None = None  # the evaluated training images at ``cell`` px, loaded once
         self.seconds: list[float] = []  # time per panel, for docs and tests
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -119,12 +121,15 @@ class CuratorCallback(Callback):
             self.metrics.evaluator.keep_images = max(self.metrics.evaluator.keep_images, self.cell)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._show(trainer)
+        # Lightning writes this epoch's metrics/* one step back (fit_loop decrements the step around its epoch-end
+        # logging): the panel goes to the same x value, so a slider position shows one evaluation.
+        self._show(trainer, compat.logger_step(trainer) - 1)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._show(trainer)  # the metrics callback's evaluation of a run that stopped mid-epoch
+        # The metrics callback's evaluation of a run that stopped mid-epoch, logged at the current step.
+        self._show(trainer, compat.logger_step(trainer))
 
-    def _show(self, trainer: L.Trainer) -> None:
+    def _show(self, trainer: L.Trainer, step: int) -> None:
         if self.metrics is None or not trainer.is_global_zero:
             return
         evaluator = self.metrics.evaluator
@@ -138,8 +143,11 @@ class CuratorCallback(Callback):
             self.metrics = None
             return
         start = time.perf_counter()
-        step = compat.logger_step(trainer)
-        pictures, scalars = self.panel(last, evaluator.real.images())
+        if self._paintings is None or len(self._paintings) != evaluator.real_count:
+            # The rows the real features were computed from, kept small: the panel shows a few dozen of them.
+            self._paintings = torch.cat([downscale(chunk, self.cell) for chunk in
+                                         trainer.datamodule.real_images(evaluator.real_count).split(256)])
+        pictures, scalars = self.panel(last, self._paintings)
         for tag, picture in pictures.items():
             log_image(trainer, f"curator/{tag}", picture, step)
         for lg in trainer.loggers:
@@ -151,17 +159,16 @@ class CuratorCallback(Callback):
     def panel(self, last, real_images: torch.Tensor) -> tuple[dict[str, Image.Image], dict[str, float]]:
         """The pictures and scalars of one evaluation (``last``: an ``Evaluation``), on the CPU."""
         fake, real, images = last.features[self.extractor], last.real_features[self.extractor], last.images
-        k = min(self.k, len(real))
-        nn_dist, nn_idx = nearest_neighbours(fake, real, k)
-        real_nn = self._real_nn.get(id(real))
-        if real_nn is None or len(real_nn) != len(real):
-            self._real_nn = {id(real): real_leave_one_out(real)}
-            real_nn = self._real_nn[id(real)]
+        distances = cosine_distances(fake, real).float()  # (N_fake, N_real), both panels read it
+        nn_dist, nn_idx = distances.topk(min(self.k, len(real)), dim=1, largest=False)
+        if self._real_nn is None or len(self._real_nn) != len(real):
+            self._real_nn = real_leave_one_out(real)
+        real_nn = self._real_nn
         closest = nn_dist[:, 0].argsort()[: self.num_rows]
         pictures = {"nearest_paintings": neighbours_picture(
             images[closest], real_images, nn_idx[closest], nn_dist[closest], cell=self.cell,
             left="generated", right="{k} nearest training paintings")}
-        to_fake = cosine_distances(real, fake).float()  # (N_real, N_fake)
+        to_fake = distances.T  # (N_real, N_fake)
         farthest = to_fake.min(dim=1).values.argsort(descending=True)[: self.num_least_covered]
         cover_dist, cover_idx = to_fake[farthest].topk(min(self.k, len(fake)), dim=1, largest=False)
         pictures["least_covered"] = neighbours_picture(

@@ -19,3 +19,13 @@ def denormalize(x: torch.Tensor) -> torch.Tensor:
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """Float images in [-1, 1] -> uint8 in [0, 255], rounded."""
     return (denormalize(x) * 255.0).round().to(torch.uint8)
+
+
+def downscale(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Images (uint8, or float in [-1, 1]) -> uint8 on the CPU, at most ``size`` pixels a side (antialiased).
+    For pictures that show many images small (the curator panel) without keeping full-size copies."""
+    x = to_model_range(images) if images.dtype == torch.uint8 else images.float()
+    if x.shape[-1] > size:
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
+                                            align_corners=False)
+    return to_uint8(x).cpu()

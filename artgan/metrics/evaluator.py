@@ -35,12 +35,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from artgan.data.transforms import to_uint8
+from artgan.data.transforms import downscale
 from artgan.errors import ArtGANError, ConfigError
 from artgan.metrics.features import FeatureExtractorUnavailable, build_feature_extractor
 from artgan.metrics.fid import FeatureDistances, extract_features
@@ -184,7 +183,7 @@ def _fid(settings: dict, evaluator: Evaluator, real: RealSet) -> list:
             evaluator.skipped[str(name)] = str(e)
             continue
         metrics.append(FeatureMetric(distances(extractor),
-                                     distances(extractor) if evaluator.heldout is not None else None))
+                                     distances(extractor) if evaluator.heldout_count else None))
     return metrics
 
 
@@ -232,9 +231,7 @@ class Evaluator:
         self.settings = {name: self._settings(name, metrics.get(name)) for name in METRICS}
         self.skipped: dict[str, str] = {}
         self._metrics: list | None = None
-        self.real_count = self.heldout_count = 0
-        self.real: RealSet | None = None  # the training images measured against (set by prepare)
-        self.heldout: RealSet | None = None  # the held-out images, when the datamodule has some
+        self.real_count = self.heldout_count = 0  # set by prepare; heldout_count > 0: held-out numbers too
         self.keep_images = int(keep_images or 0)
         self.last: Evaluation | None = None
 
@@ -252,7 +249,7 @@ class Evaluator:
 
     def describe(self) -> dict:
         """The protocol, for result files: results are comparable only under the same description."""
-        heldout = {"num_heldout": self.heldout_count} if self.heldout is not None else {}
+        heldout = {"num_heldout": self.heldout_count} if self.heldout_count else {}
         return {"num_samples": self.num_samples, "num_real": self.real_count, **heldout, "seed": self.seed,
                 "batch_size": self.batch_size, **{k: v for k, v in self.settings.items() if v["enabled"]}}
 
@@ -266,19 +263,20 @@ class Evaluator:
         self.real_count = size if self.num_real is None else min(self.num_real, size)
         if self.real_count < 2:
             raise ArtGANError(f"The evaluation needs at least 2 real images; the data holds {size}.")
-        real = self.real = self._real_set(datamodule.real_images, self.real_count, datamodule.fingerprint,
-                                          datamodule)
+        # Local: the decoded images are dropped once the metrics hold their real side (features, histograms).
+        real = self._real_set(datamodule.real_images, self.real_count, datamodule.fingerprint, datamodule)
         held = int(getattr(datamodule, "heldout_size", 0) or 0)
+        heldout = None
         if held:
             self.heldout_count = held if self.num_real is None else min(self.num_real, held)
-            self.heldout = self._real_set(datamodule.heldout_images, self.heldout_count,
-                                          datamodule.heldout_fingerprint, datamodule)
+            heldout = self._real_set(datamodule.heldout_images, self.heldout_count, datamodule.heldout_fingerprint,
+                                     datamodule)
         self._metrics = []
         for name, (_, build) in METRICS.items():
             if self.settings[name]["enabled"]:
                 for metric in build(self.settings[name], self, real):
                     if isinstance(metric, FeatureMetric):
-                        metric.prepare_real(real, device, self.heldout)
+                        metric.prepare_real(real, device, heldout)
                     else:
                         metric.prepare_real(real, device)
                     self._metrics.append(metric)
@@ -333,7 +331,7 @@ class Evaluator:
             for metric in self._metrics:
                 metric.update(images)
             if self.keep_images:
-                kept.append(self._small_copy(images))
+                kept.append(downscale(images, self.keep_images))
             bar.update(len(images))
         bar.close()
         results: dict[str, float] = {}
@@ -350,11 +348,3 @@ class Evaluator:
         if bad:
             log.warning("Non-finite metric values %s; raise evaluator.num_samples.", bad)
         return results
-
-    def _small_copy(self, images: Tensor) -> Tensor:
-        """uint8 CPU copy of a batch, downscaled (antialiased) to at most ``keep_images`` pixels a side."""
-        x = images.float() if images.dtype != torch.uint8 else images.float().div(127.5).sub(1.0)
-        if x.shape[-1] > self.keep_images:
-            x = F.interpolate(x, size=(self.keep_images, self.keep_images), mode="bilinear", antialias=True,
-                              align_corners=False)
-        return to_uint8(x).cpu()
