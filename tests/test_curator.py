@@ -1,12 +1,17 @@
 """The evaluator's held-out and precision/recall numbers, what it keeps for the curator panel, and the panel itself,
-on hand-built image sets with known answers (a cheap stand-in extractor: no network)."""
+on hand-built image sets with known answers (a cheap stand-in extractor: no network); then one short train.py run
+on a folder with data.holdout, read back from its TensorBoard event files."""
 
 from __future__ import annotations
 
+import io
 import math
+import re
 
+import numpy as np
 import pytest
 import torch
+from conftest import FAST_TRAIN, run_script
 from PIL import Image
 
 import artgan.metrics.evaluator as evaluator_module
@@ -126,3 +131,61 @@ def test_histogram_picture_draws_two_or_three_sets():
     a, b = torch.rand(50), torch.rand(40) + 0.5
     two, three = histogram_picture(a, b), histogram_picture(a, b, torch.rand(10))
     assert two.size == three.size and two.mode == "RGB" and two.tobytes() != three.tobytes()
+
+
+# ------------------------------------------------------------------------------------- a real run in TensorBoard
+@pytest.mark.slow
+def test_a_run_with_heldout_paintings_shows_the_curator_in_tensorboard(tmp_path):
+    """data=abstract_art data.holdout on a folder: held-out KID and its gap, precision/recall/density/coverage and
+    the curator's pictures, at the step of each evaluation, as TensorBoard reads them."""
+    from tensorboard.backend.event_processing import event_accumulator as ea
+
+    art = tmp_path / "art"
+    art.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(24):  # stand-ins for paintings: the run cares about files, not content
+        Image.fromarray(rng.integers(0, 256, (72, 80, 3), dtype=np.uint8)).save(art / f"painting_{i:02d}.png")
+    run_dir = tmp_path / "run"
+    overrides = [o for o in FAST_TRAIN if o.split("=")[0] not in ("data.num_images", "trainer.max_epochs")]
+    proc = run_script("train.py", "data=abstract_art", f"data.root={art}", "data.holdout=0.25", *overrides,
+                      "data.batch_size=8", "trainer.max_epochs=2", "callbacks.metrics.every_n_epochs=1",
+                      "evaluator.num_samples=16", "evaluator.fid.kid_subset_size=4", "evaluator.fid.kid_subsets=5",
+                      "evaluator.swd.enabled=false", "evaluator.spectral.enabled=false", "callbacks.samples=null",
+                      "callbacks.plots=null", "callbacks.curator.num_rows=3", "callbacks.curator.cell=32",
+                      f"hydra.run.dir={run_dir}", env={"ARTGAN_CACHE_DIR": str(tmp_path / "cache")})
+    assert proc.returncode == 0, f"train.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    held_out = re.search(r"Data: (\d+) images? held out of training", proc.stdout + proc.stderr)
+    assert held_out and 1 <= int(held_out.group(1)) < 24  # about a quarter, by the hash of each name
+
+    acc = ea.EventAccumulator(str(run_dir / "tensorboard"), size_guidance={ea.SCALARS: 0, ea.IMAGES: 0})
+    acc.Reload()
+
+    def scalars(tag: str) -> dict[int, float]:
+        return {e.step: e.value for e in acc.Scalars(tag)}
+
+    kid, held, gap = scalars("metrics/kid_effnet"), scalars("metrics/kid_effnet_heldout"), \
+        scalars("metrics/kid_effnet_gap")
+    steps = sorted(kid)
+    assert len(steps) == 2 and sorted(held) == sorted(gap) == steps  # every evaluation, both sets
+    for step in steps:
+        assert gap[step] == pytest.approx(held[step] - kid[step], abs=1e-5)
+    for name in ("precision", "recall", "coverage"):
+        for tag in (f"metrics/{name}_effnet", f"metrics/{name}_effnet_heldout"):
+            values = scalars(tag)
+            assert sorted(values) == steps and all(0.0 <= v <= 1.0 for v in values.values()), (tag, values)
+    assert sorted(scalars("metrics/density_effnet")) == steps
+    copies = scalars("curator/copies")
+    assert sorted(copies) == steps and all(0.0 <= v <= 1.0 for v in copies.values())
+    assert sorted(scalars("curator/nn_median_ratio")) == steps
+
+    sizes = {}
+    for tag in ("curator/nearest_paintings", "curator/least_covered", "curator/nn_histogram"):
+        events = acc.Images(tag)
+        assert [e.step for e in events] == steps, tag  # beside the metrics they illustrate
+        with Image.open(io.BytesIO(events[-1].encoded_image_string)) as im:
+            im.load()
+            sizes[tag] = im.size
+    rows_of = (3 * (32 + 14 + 4) + 18 + 4)  # neighbours_picture: header + 3 rows of a 32 px cell, label and pad
+    assert sizes["curator/nearest_paintings"][1] == rows_of
+    assert sizes["curator/least_covered"][1] > rows_of  # 8 paintings (the default) against 3 generated rows
+    assert sizes["curator/nn_histogram"] == (640, 360)
