@@ -218,3 +218,129 @@ def test_unknown_mode_and_missing_ckpt_path(trained, tmp_path, capsys):
 def test_load_generator_raises_artgan_error(tmp_path):
     with pytest.raises(ArtGANError, match="no such file"):
         load_generator(tmp_path / "missing.ckpt")
+
+
+# -------------------------------------------------------------------------------------- truncation
+def test_truncated_latents_are_nearer_the_mean_and_reproducible(trained):
+    from artgan.models.base import TRUNCATION_RADIUS
+
+    g = load_generator(trained).generator
+    seeded = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    plain = g.sample_latents(2000, generator=seeded())
+    assert torch.equal(g.sample_latents(2000, generator=seeded(), truncation=1.0), plain)  # psi 1: untouched
+    z = g.sample_latents(2000, generator=seeded(), truncation=0.5)
+    assert torch.equal(z, g.sample_latents(2000, generator=seeded(), truncation=0.5))  # same seed, same latents
+    assert float(z.abs().max()) <= 0.5 * TRUNCATION_RADIUS  # resampled beyond the radius, then scaled
+    assert z.std() == pytest.approx(0.5 * 0.88, rel=0.05)  # a standard normal cut at 2 has std 0.88
+    assert z.norm(dim=1).mean() < 0.5 * plain.norm(dim=1).mean()
+
+
+def test_sample_and_interpolate_with_truncation(trained, tmp_path):
+    run(cfg_for(f"ckpt_path={trained}", "num_images=3", "truncation=0.5", f"output_dir={tmp_path / 't'}"))
+    run(cfg_for(f"ckpt_path={trained}", "num_images=3", f"output_dir={tmp_path / 'u'}"))
+    assert json.loads((tmp_path / "t" / "sample.json").read_text())["truncation"] == 0.5
+    truncated, usual = (np.asarray(Image.open(tmp_path / d / "00000.png")) for d in ("t", "u"))
+    assert not np.array_equal(truncated, usual)
+    result = run(cfg_for("mode=interpolate", f"ckpt_path={trained}", "truncation=0.7", "interpolate.num_points=2",
+                         "interpolate.steps=1", f"output_dir={tmp_path / 'i'}"))
+    assert result["truncation"] == 0.7 and Image.open(result["gif"]).n_frames == result["frames"]
+
+
+def test_truncation_sweep_in_evaluate_writes_a_table_and_a_plot(trained, art_folder, tmp_path, capsys):
+    result = run(cfg_for("mode=evaluate", f"ckpt_path={trained}", f"data.root={art_folder}", "truncation=[1.0,0.5]",
+                         "evaluator.num_samples=8", "evaluator.fid.kid_subset_size=4", "evaluator.fid.kid_subsets=5",
+                         "evaluator.swd.enabled=false", "evaluator.kl.enabled=false", "evaluator.spectral.enabled=false",
+                         f"output_dir={tmp_path}"))
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert [row["truncation"] for row in saved["sweep"]] == [1.0, 0.5] == saved["truncation"]
+    for row in saved["sweep"]:
+        assert {"precision_effnet", "recall_effnet", "density_effnet", "coverage_effnet", "kid_effnet"} \
+            <= set(row["metrics"])
+    assert saved["sweep"][0]["metrics"]["kid_effnet"] != saved["sweep"][1]["metrics"]["kid_effnet"]
+    with Image.open(result["plot"]) as plot:
+        assert plot.size == (1000, 360)
+    out = capsys.readouterr().out
+    assert "psi" in out and "precision_effnet" in out and "truncation.png" in out
+
+
+@pytest.mark.parametrize(("overrides", "needle"), [
+    (["truncation=1.5"], "must be a number in (0, 1]"),
+    (["truncation=0"], "must be a number in (0, 1]"),
+    (["truncation=[1.0,0.5]"], "only mode=evaluate"),
+    (["mode=evaluate", "truncation=[]"], "is empty"),
+])
+def test_bad_truncation_is_one_paragraph(overrides, needle, trained, tmp_path, capsys):
+    code, err = run_cli(capsys, f"ckpt_path={trained}", *overrides, f"output_dir={tmp_path / 'out'}")
+    assert code == 2
+    assert_one_paragraph(err, needle)
+    assert not (tmp_path / "out").exists()
+
+
+# -------------------------------------------------------------------------------------- projection
+def test_project_two_paintings_then_walk_between_them(trained, art_folder, tmp_path):
+    paintings = tmp_path / "paintings"
+    paintings.mkdir()
+    for i in (0, 1):
+        (paintings / f"img_{i}.png").write_bytes((art_folder / f"img_{i}.png").read_bytes())
+    out = tmp_path / "projected"
+    result = run(cfg_for("mode=project", f"ckpt_path={trained}", f"image={paintings}", "project.steps=3",
+                         "project.starts=2", "project.frames=2", "project.search=8", f"output_dir={out}"))
+    assert [row["name"] for row in result["paintings"]] == ["img_0", "img_1"]
+    assert json.loads((out / "project.json").read_text())["paintings"] == result["paintings"]
+    dim = load_generator(trained).generator.latent_dim
+    for row in result["paintings"]:
+        assert row["loss"] < row["loss_at_start"]  # Adam made progress on the painting
+        assert 0 <= row["feature_distance"] <= 2 and 0 <= row["best_random_feature_distance"] <= 2
+        name = row["name"]
+        assert Image.open(out / f"{name}_target.png").size == Image.open(out / f"{name}_projection.png").size \
+            == (64, 64)
+        with Image.open(out / f"{name}_projection.gif") as gif:
+            assert gif.n_frames == 2 and gif.size == (2 * 66 + 2, 66 + 2)  # painting | projection, per frame
+        saved = torch.load(out / f"{name}_latent.pt", weights_only=True)
+        assert saved["latent"].shape == (dim,) and saved["feature_distance"] == row["feature_distance"]
+    # A walk from one projected painting to the other starts at the first projection.
+    walk = run(cfg_for("mode=interpolate", f"ckpt_path={trained}", "interpolate.steps=2", "interpolate.closed=false",
+                       f"interpolate.latents=[{out / 'img_0_latent.pt'},{out / 'img_1_latent.pt'}]",
+                       f"output_dir={tmp_path / 'walk'}"))
+    assert walk["num_points"] == 2 and walk["frames"] == 4
+    first = np.asarray(Image.open(walk["grid"]).convert("RGB"))[2:66, 2:66].astype(int)
+    assert np.abs(first - np.asarray(Image.open(out / "img_0_projection.png")).astype(int)).max() <= 2
+
+
+@pytest.mark.parametrize("case", ["unset", "missing", "not_an_image", "too_small", "empty_folder"])
+def test_bad_project_input_is_one_paragraph(case, trained, tmp_path, capsys):
+    target = tmp_path / "in"
+    needle = {"unset": "needs image=PATH", "missing": "does not exist", "not_an_image": "not an image Pillow can read",
+              "too_small": "too small for a 64 px generator", "empty_folder": "folder without image files"}[case]
+    if case == "not_an_image":
+        target = tmp_path / "painting.png"
+        target.write_text("not a painting\n")
+    elif case == "too_small":
+        target = tmp_path / "tiny.png"
+        Image.new("RGB", (8, 8), (200, 10, 10)).save(target)
+    elif case == "empty_folder":
+        target.mkdir()
+    image = [] if case == "unset" else [f"image={target}"]
+    code, err = run_cli(capsys, "mode=project", f"ckpt_path={trained}", *image, f"output_dir={tmp_path / 'out'}")
+    assert code == 2
+    assert_one_paragraph(err, needle)
+    assert not (tmp_path / "out").exists()  # every input checked before a file is written
+
+
+@pytest.mark.parametrize("case", ["missing", "text", "wrong_shape", "one"])
+def test_bad_latent_files_for_interpolate(case, trained, tmp_path, capsys):
+    good = tmp_path / "good.pt"
+    torch.save({"latent": torch.zeros(load_generator(trained).generator.latent_dim)}, good)
+    bad = tmp_path / "bad.pt"
+    if case == "text":
+        bad.write_text("hello\n")
+    elif case == "wrong_shape":
+        torch.save({"latent": torch.zeros(3)}, bad)
+    files = {"missing": [good, tmp_path / "nope.pt"], "text": [good, bad], "wrong_shape": [bad, good],
+             "one": [good]}[case]
+    needle = {"missing": "is not a file", "text": "not a latent file", "wrong_shape": "shape",
+              "one": "at least 2"}[case]
+    code, err = run_cli(capsys, "mode=interpolate", f"ckpt_path={trained}",
+                        f"interpolate.latents=[{','.join(str(f) for f in files)}]", f"output_dir={tmp_path / 'out'}")
+    assert code == 2
+    assert_one_paragraph(err, needle)
