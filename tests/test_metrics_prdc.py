@@ -82,6 +82,8 @@ def test_matches_brute_force_also_in_small_blocks(monkeypatch):
     monkeypatch.setattr(prdc_module, "_BLOCK_ELEMENTS", 64)  # blocks of 2 rows
     assert prdc(real, fake, k=3) == pytest.approx(want, abs=1e-12)
     assert torch.allclose(pairwise_distances(real, fake), torch.cdist(real.double(), fake.double()), atol=1e-10)
+    # The evaluator computes the real radii once per run and passes them in: the same numbers.
+    assert prdc(real, fake, k=3, real_radii=nearest_neighbour_distances(real, 3)) == pytest.approx(want, abs=1e-12)
 
 
 def test_rejects_too_few_samples_and_mismatched_features():
