@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 import yaml
 from conftest import FAST_TRAIN, REPO, run_script
 from hydra import compose, initialize_config_dir
@@ -97,16 +98,25 @@ def test_check_launch(monkeypatch):
     distributed.check_launch(ddp)
 
 
-def test_gan_module_pickles_for_ddp_spawn():
+@pytest.mark.parametrize("overrides", [
+    ["experiment=best_dcgan64", "model.generator.ngf=4", "model.discriminator.ndf=4"],  # spectral norm + ADA
+    ["experiment=best_64", "model.generator.ngf=4"],  # frozen backbone, not pickled
+], ids=["dcgan", "fastgan"])
+def test_gan_module_pickles_for_ddp_spawn(overrides):
     """trainer.strategy=ddp_spawn* (the documented multirun + DDP set-up) pickles the LightningModule."""
     import pickle
 
     from hydra.utils import instantiate
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=best_64", "model.generator.ngf=4", "model.discriminator.ndf=4"])
-    module = pickle.loads(pickle.dumps(instantiate(cfg.model)))
-    assert module.augment.ada is not None and module.generator_ema is not None
+        cfg = compose("train", overrides=overrides)
+    module = instantiate(cfg.model)
+    copy = pickle.loads(pickle.dumps(module))
+    assert copy.generator_ema is not None
+    assert (copy.augment.ada is not None) == (module.augment.ada is not None)
+    torch.manual_seed(0)
+    z = copy.generator.sample_latents(2)
+    assert torch.equal(copy.generator.eval()(z), module.generator.eval()(z))
 
 
 def test_submitit_slurm_launcher_composes():
