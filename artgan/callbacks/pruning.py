@@ -80,7 +80,7 @@ class OptunaPruning(Callback):
                  overrides: Sequence[str] = (), run_dir: str | None = None, pruner: Any = None):
         super().__init__()
         self.monitor, self.storage, self.study_name = monitor, storage, study_name
-        self.overrides, self.run_dir, self.pruner = list(overrides or []), str(run_dir), pruner
+        self.overrides, self.run_dir, self.pruner = list(overrides or []), str(run_dir or ""), pruner
         self.trial = None
         self.pruned_at: int | None = None
         self._off = False
