@@ -47,6 +47,15 @@ def test_optuna_two_trials_minimize_returned_objective(tmp_path):
     # The sampled beta1 reached both optimizers.
     config = OmegaConf.load(sweep / "0" / ".hydra" / "config.yaml")
     assert config.model.optimizer_g.betas[0] == config.adam_beta1 == config.model.optimizer_d.betas[0]
+    # The study is shared through <sweep>/optuna.db: each job found its trial and reported its objective there
+    # (at 1 x the 64 images of the data set), which is what pruning compares (tests/test_pruning.py).
+    import optuna
+
+    trials = optuna.load_study(study_name="artgan", storage=f"sqlite:///{sweep / 'optuna.db'}").trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    for job, trial in zip(("0", "1"), trials):
+        assert trial.user_attrs["run_dir"] == str(sweep / job)
+        assert list(trial.intermediate_values) == [64] and math.isclose(trial.intermediate_values[64], trial.value)
 
 
 def test_multirun_with_relaunching_ddp_stops_at_once(tmp_path):

@@ -1,4 +1,4 @@
-"""generate.py's modes: sample, compare, interpolate, evaluate. See docs/generate.md."""
+"""generate.py's modes: sample, compare, interpolate, evaluate, export. See docs/generate.md."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from .checkpoint import LoadedGenerator, load_generator, resolve_device
 
 log = logging.getLogger(__name__)
 
-MODES = ("sample", "compare", "interpolate", "evaluate")
+MODES = ("sample", "compare", "interpolate", "evaluate", "export")
 
 __all__ = ["MODES", "LoadedGenerator", "load_generator", "resolve_device", "run"]
 
@@ -58,6 +58,13 @@ def _run(cfg: DictConfig) -> dict:
         result = run_interpolate(loaded, out_dir, int(c.num_points), int(c.steps), seed, batch_size,
                                  closed=bool(c.closed), frame_ms=int(c.frame_ms))
         print(f"Wrote {result['grid']} and {result['gif']} ({result['frames']} frames).")
+    elif mode == "export":
+        from .export import run_export
+
+        result = run_export(loaded, out_dir, cfg.get("format", "onnx"), cfg.get("opset"))
+        diff = result["max_abs_diff"]
+        print(f"Wrote {result['path']} and {result['file']}.json ({result['format']}, dynamic batch; max |exported - "
+              f"PyTorch| = {'not checked' if diff is None else f'{diff:.1e}'}).")
     else:
         from .data import build_datamodule
 
