@@ -1,9 +1,11 @@
 """Train a GAN: `python train.py model=dcgan128 trainer.devices=2`, or a sweep with `python train.py -m ...`."""
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
-from artgan.cli import user_errors_exit
+from artgan.cli import require_plugins, user_errors_exit
 from artgan.train import objective, train
 
 
@@ -14,4 +16,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    require_plugins(sys.argv[1:])  # an optional sweeper / launcher: the pip command, not Hydra's lookup error
     main()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from artgan.errors import ArtGANError
+from artgan.errors import ArtGANError, ConfigError
 
 
 def find_user_error(err: BaseException | None) -> ArtGANError | None:
@@ -49,3 +50,30 @@ def exit_for(user_error: ArtGANError) -> NoReturn:
 
         undo_run_dir()
     sys.exit(code)
+
+
+# Command-line selections that need a Hydra plugin from an optional extra: (override prefix, module, package, extra).
+# Hydra looks plugins up while composing the config, before any of our code runs, and says only "Could not find
+# 'hydra/sweeper/optuna'"; train.py checks these first.
+PLUGINS = (
+    ("hparams_search=optuna", "hydra_plugins.hydra_optuna_sweeper", "hydra-optuna-sweeper", "sweep"),
+    ("hydra/sweeper=optuna", "hydra_plugins.hydra_optuna_sweeper", "hydra-optuna-sweeper", "sweep"),
+    ("hydra/launcher=submitit", "hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher", "sweep"),
+)
+
+
+def importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package missing, or a module that hides itself
+        return False
+
+
+def require_plugins(argv: Sequence[str]) -> None:
+    """Exit 2 with the pip command when an override selects a Hydra plugin that is not installed."""
+    for arg in argv:
+        for prefix, module, package, extra in PLUGINS:
+            if arg.lstrip("+~").startswith(prefix) and not importable(module):
+                exit_for(ConfigError(f"{arg} needs the Hydra plugin {package}, which is not installed here. Install "
+                                     f"the {extra} extra with pip install -e '.[{extra}]' (from the repository "
+                                     "root), then run the command again."))

@@ -41,6 +41,13 @@ def tensorboard_file_writer(writer: Any) -> Any | None:
     return get_writer() if callable(get_writer) else None
 
 
+def wandb_init_kwargs(logger: Any) -> dict:
+    """The keyword arguments a ``WandbLogger`` will pass to ``wandb.init``. It always passes ``anonymous=None``,
+    which wandb >= 0.19 answers with a deprecation warning on every run; artgan.loggers drops that key. An empty
+    dict when Lightning renames it (the warning comes back; tests/test_loggers.py notices)."""
+    return getattr(logger, "_wandb_init", {})
+
+
 def check() -> None:
     """Raise one RuntimeError naming every private attribute that the installed versions lack."""
     from torch.utils.tensorboard import SummaryWriter

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from artgan import checkpoints, compat
+from artgan import checkpoints, compat, finetune
 from artgan.augment import DiffAugment
 from artgan.data.transforms import to_model_range
 from artgan.ema import GeneratorEMA
@@ -43,6 +43,8 @@ class GANModule(L.LightningModule):
         augment: DiffAugment applied to every image D sees (None: none).
         num_fixed_samples, fixed_noise_seed: the latents of the sample grids, saved in checkpoints.
         channels_last, compile: speed options.
+        init_from: a checkpoint of another run to start from (fine-tuning; artgan/finetune.py): its generator,
+            EMA generator, discriminator (when they fit) and fixed noise; optimizers and counters start fresh.
     """
 
     def __init__(
@@ -61,6 +63,7 @@ class GANModule(L.LightningModule):
         fixed_noise_seed: int = 1234,
         channels_last: bool = False,
         compile: bool = False,
+        init_from: str | None = None,
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -83,6 +86,8 @@ class GANModule(L.LightningModule):
         self._epoch_means_logged = False
         self.step_stats: dict[str, Tensor] = {}  # this step's losses and D scores, on the device
         self.progress_values: dict[str, float] = {}  # host copies for the progress bar, refreshed when logged
+        if init_from:
+            finetune.init_from(self, init_from)
         if channels_last:
             self.to(memory_format=torch.channels_last)
 

@@ -18,6 +18,7 @@ from artgan.callbacks.preemption import stop_reasons
 from artgan.config_validation import validate
 from artgan.distributed import check_launch, resolve_strategy
 from artgan.errors import ConfigError
+from artgan.loggers import finish as finish_loggers
 from artgan.outputs import hydra_files, prepare_run_dir
 from artgan.precision import resolve_precision
 
@@ -28,6 +29,22 @@ warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfe
 # FID/KID/KL are synced inside their metric objects before they are logged, identical on every rank.
 warnings.filterwarnings("ignore", message=r".*recommended to use `self.log\('metrics/.*sync_dist=True.*")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)`? is deprecated.*")
+# The model summary cannot size bf16 weights and says so on every bf16 run; its parameter counts are right.
+warnings.filterwarnings("ignore", message=r"Precision .* is not supported by the model summary")
+# Frozen parts stay in eval mode on purpose (the projected discriminator's pretrained backbone); the useful half
+# of Lightning's check, trainable modules in eval mode, is warn_trainable_in_eval_mode below.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+
+
+class _NoAdvertisements(logging.Filter):
+    """Lightning advertises its cloud products on every run ("💡 Tip: ... litlogger"), with no setting to turn it
+    off; a filter on its logger is the logging API's way to drop those lines and keep the rest."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdvertisements())
 
 
 def instantiate_group(group: DictConfig | None) -> list:
@@ -58,6 +75,16 @@ def build_trainer(trainer_cfg: DictConfig, callbacks: list, loggers: list, **ove
     rank_zero_info(f"Precision: {precision} ({why})")
     return instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False,
                        strategy=resolve_strategy(trainer_cfg), precision=precision, **overrides)
+
+
+def warn_trainable_in_eval_mode(model: L.LightningModule) -> None:
+    """Modules in eval mode whose own parameters train (BatchNorm or dropout of a trained part frozen by mistake)."""
+    names = [name for name, m in model.named_modules()
+             if not m.training and any(p.requires_grad for p in m.parameters(recurse=False))]
+    if names:
+        log.warning("%d trainable module(s) are in eval mode at the start of training, so their BatchNorm / dropout "
+                    "act as at inference: %s. Call .train() on them, or freeze them (requires_grad_(False)).",
+                    len(names), ", ".join(names[:5]) + (", ..." if len(names) > 5 else ""))
 
 
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
@@ -118,8 +145,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
         logger.log_hyperparams(hparams)
 
     log.info("Run directory: %s", cfg.paths.output_dir)
-    with stop_reasons(trainer):  # SIGTERM/SIGINT: checkpoint saved, one paragraph, exit 143/130
-        trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+    warn_trainable_in_eval_mode(model)
+    try:
+        with stop_reasons(trainer):  # SIGTERM/SIGINT: checkpoint saved, one paragraph, exit 143/130
+            trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+    finally:
+        finish_loggers(trainer.loggers)  # a W&B run ends with its job (multirun jobs share a process)
     return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
 
 

@@ -1,7 +1,7 @@
 """A training budget on a clock, with generator snapshots along the way (for bench/quality.py).
 
-``TrainingBudget`` counts the time spent inside training batches (from the batch's start hook to its end hook,
-so data loading between batches, checkpoint writes and the snapshots themselves are not counted), stops
+``TrainingBudget`` counts the time from the first training batch's start to each batch's end, so loading and
+augmenting data is a recipe's cost like its steps (what the snapshots themselves cost is not counted), stops
 training when ``minutes`` are spent and writes the sampling generator (the EMA copy when there is one) to
 ``<dirpath>/t<seconds>.pt`` every ``every_minutes`` and at the end. The snapshots are evaluated after training,
 so the evaluation costs no training time and every recipe is scored at the same budget points.
@@ -41,13 +41,13 @@ class TrainingBudget(Callback):
         self._start: float | None = None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self._start = self.clock()
+        if self._start is None:  # the first batch: the clock starts here and then runs from batch end to batch end
+            self._start = self.clock()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self._start is None:
             return
         self.used += self.clock() - self._start
-        self._start = None
         done = self.used >= self.budget
         if self.used >= self.next_snapshot or done:
             self.snapshot(pl_module)
@@ -55,6 +55,7 @@ class TrainingBudget(Callback):
                 self.next_snapshot += self.every or float("inf")
         if done:
             trainer.should_stop = True
+        self._start = self.clock()  # snapshots are not training time
 
     @torch.no_grad()
     def snapshot(self, pl_module) -> Path:

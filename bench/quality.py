@@ -344,12 +344,14 @@ def samples_picture(real, samples: dict, recipes: list[Recipe], path: Path, titl
 
     from artgan.generate.images import make_grid, to_pil
 
-    panels = [("paintings (real)", real[torch.randperm(len(real), generator=torch.Generator().manual_seed(0))[:64]])]
-    panels += [(r.label, samples[r.label]) for r in recipes if r.label in samples]
+    count = 24  # 6 x 4 per panel: enough to see variety, small enough to sit side by side
+    panels = [("paintings (real)",
+               real[torch.randperm(len(real), generator=torch.Generator().manual_seed(0))[:count]])]
+    panels += [(r.label, samples[r.label][:count]) for r in recipes if r.label in samples]
     pictures = []
     for label, images in panels:
-        grid = to_pil(make_grid(images, nrow=8))
-        scale = max(1, 512 // grid.width)
+        grid = to_pil(make_grid(images, nrow=6))
+        scale = max(1, 400 // grid.width)
         pictures.append((label, grid.resize((grid.width * scale, grid.height * scale), Image.Resampling.NEAREST)))
     gap, top, pad = 20, 40, 10
     canvas = Image.new("RGB", (pad * 2 + sum(p.width for _, p in pictures) + gap * (len(pictures) - 1),

@@ -16,6 +16,7 @@ only) drops the logger and callbacks (logger=none callbacks=none).
     python bench/throughput.py                   # CPU: dcgan64/128/256; GPU: + dcgan512 and AMP variants
     python bench/throughput.py --quick           # smoke run: dcgan64, 2 rounds of 2 steps
     python bench/throughput.py --models dcgan64 --variants base,channels_last --out bench/results/throughput.md
+    python bench/throughput.py --models best_64 --variants fp32,bf16   # an experiment: its model and settings
 """
 
 from __future__ import annotations
@@ -65,9 +66,14 @@ VARIANTS: dict[str, list[str]] = {
 }
 CPU_VARIANTS = ["fp32", "bf16", "fp32+cl", "bf16+cl", "bf16+compile"]
 GPU_VARIANTS = ["fp32", "fp32+cl", "fp32+fused_adam", "bf16", "fp16", "bf16+cl+fused", "bf16+cl+fused+compile"]
+def selection(name: str) -> str:
+    """A model config (dcgan64) or, where no model config has the name, an experiment (best_64)."""
+    return f"model={name}" if (REPO / "conf" / "model" / f"{name}.yaml").is_file() else f"experiment={name}"
+
+
 # Timed steps per round (CPU, GPU): a round should take a few seconds.
 STEPS = {"dcgan64": (20, 50), "dcgan128": (6, 30), "dcgan256": (2, 20), "dcgan512": (1, 10),
-         "fastgan64": (8, 50), "fastgan128": (3, 30), "fastgan256": (1, 20)}
+         "fastgan64": (8, 50), "best_64": (10, 50), "fastgan128": (3, 30), "fastgan256": (1, 20)}
 
 
 # ------------------------------------------------------------------------------------------- machine
@@ -146,7 +152,7 @@ class Case:
 
     def __init__(self, model: str, variant: str, batch_size: int, device: torch.device, tmp: str):
         self.model, self.variant, self.batch_size, self.device, self.tmp = model, variant, batch_size, device, tmp
-        self.overrides = [f"model={model}", f"data.batch_size={batch_size}", f"paths.output_dir={tmp}",
+        self.overrides = [selection(model), f"data.batch_size={batch_size}", f"paths.output_dir={tmp}",
                           f"trainer.accelerator={'gpu' if device.type == 'cuda' else 'cpu'}", *VARIANTS[variant]]
         self.cfg = self._compose()
         self.cfg_bare = self._compose("logger=none", "callbacks=none")

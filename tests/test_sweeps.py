@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 import yaml
 from conftest import FAST_TRAIN, REPO, run_script
 from hydra import compose, initialize_config_dir
@@ -46,6 +47,15 @@ def test_optuna_two_trials_minimize_returned_objective(tmp_path):
     # The sampled beta1 reached both optimizers.
     config = OmegaConf.load(sweep / "0" / ".hydra" / "config.yaml")
     assert config.model.optimizer_g.betas[0] == config.adam_beta1 == config.model.optimizer_d.betas[0]
+    # The study is shared through <sweep>/optuna.db: each job found its trial and reported its objective there
+    # (at 1 x the 64 images of the data set), which is what pruning compares (tests/test_pruning.py).
+    import optuna
+
+    trials = optuna.load_study(study_name="artgan", storage=f"sqlite:///{sweep / 'optuna.db'}").trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    for job, trial in zip(("0", "1"), trials):
+        assert trial.user_attrs["run_dir"] == str(sweep / job)
+        assert list(trial.intermediate_values) == [64] and math.isclose(trial.intermediate_values[64], trial.value)
 
 
 def test_multirun_with_relaunching_ddp_stops_at_once(tmp_path):
@@ -97,16 +107,25 @@ def test_check_launch(monkeypatch):
     distributed.check_launch(ddp)
 
 
-def test_gan_module_pickles_for_ddp_spawn():
+@pytest.mark.parametrize("overrides", [
+    ["experiment=best_dcgan64", "model.generator.ngf=4", "model.discriminator.ndf=4"],  # spectral norm + ADA
+    ["experiment=best_64", "model.generator.ngf=4"],  # frozen backbone, not pickled
+], ids=["dcgan", "fastgan"])
+def test_gan_module_pickles_for_ddp_spawn(overrides):
     """trainer.strategy=ddp_spawn* (the documented multirun + DDP set-up) pickles the LightningModule."""
     import pickle
 
     from hydra.utils import instantiate
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=best_64", "model.generator.ngf=4", "model.discriminator.ndf=4"])
-    module = pickle.loads(pickle.dumps(instantiate(cfg.model)))
-    assert module.augment.ada is not None and module.generator_ema is not None
+        cfg = compose("train", overrides=overrides)
+    module = instantiate(cfg.model)
+    copy = pickle.loads(pickle.dumps(module))
+    assert copy.generator_ema is not None
+    assert (copy.augment.ada is not None) == (module.augment.ada is not None)
+    torch.manual_seed(0)
+    z = copy.generator.sample_latents(2)
+    assert torch.equal(copy.generator.eval()(z), module.generator.eval()(z))
 
 
 def test_submitit_slurm_launcher_composes():

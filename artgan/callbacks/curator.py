@@ -2,7 +2,8 @@
 
 After every evaluation of the metrics callback, from what that evaluation already measured (the evaluator keeps
 this rank's generated features and small copies of the images, ``Evaluator.last``: nothing is generated or
-extracted again), TensorBoard gets, at the step of the metrics:
+extracted again), every logger that shows images (TensorBoard, MLflow, W&B: artgan/callbacks/log_media.py) gets,
+at the step of the metrics:
 
 * ``curator/nearest_paintings``: the generated images closest to a training painting, each beside its nearest
   paintings with cosine distances (the ``generate.py mode=compare`` picture);
@@ -35,8 +36,8 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from artgan import compat
+from artgan.callbacks.log_media import flush, log_image
 from artgan.callbacks.metrics import MetricsCallback
-from artgan.callbacks.samples import tensorboard_writers
 from artgan.data.transforms import downscale
 from artgan.errors import ConfigError
 from artgan.generate.images import neighbours_picture
@@ -44,14 +45,6 @@ from artgan.metrics.diversity import cosine_distances
 from artgan.metrics.neighbours import memorization, nearest_neighbours, real_leave_one_out
 
 log = logging.getLogger(__name__)
-
-
-def log_image(trainer: L.Trainer, tag: str, image: Image.Image, step: int) -> None:
-    """The one place this callback hands a picture to the loggers (TensorBoard's SummaryWriters)."""
-    array = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
-    for writer in tensorboard_writers(trainer):
-        writer.add_image(tag, array, global_step=step)
-        writer.flush()
 
 
 def histogram_picture(generated: torch.Tensor, real: torch.Tensor, heldout: torch.Tensor | None = None,
@@ -152,6 +145,7 @@ class CuratorCallback(Callback):
             log_image(trainer, f"curator/{tag}", picture, step)
         for lg in trainer.loggers:
             lg.log_metrics({f"curator/{k}": v for k, v in scalars.items()}, step=step)
+        flush(trainer)  # visible in TensorBoard while the next epoch trains
         self.seconds.append(time.perf_counter() - start)
         log.info("Curator panel in %.2fs: nearest-painting median ratio %.3f, copies %.1f%%", self.seconds[-1],
                  scalars["nn_median_ratio"], 100 * scalars["copies"])

@@ -6,7 +6,9 @@ use, so a checkpoint evaluated later gives the numbers its run logged. Evaluatio
 ``N-1, 2N-1, ...`` (0-based, like checkpoints) and after the last one, through the EMA generator when there is
 one, and are logged as ``metrics/<name>`` (e.g. ``metrics/fid_effnet``, usable as ``optimized_metric`` or a
 ModelCheckpoint ``monitor``). At the end of training the final metrics are written with the run's
-hyperparameters for TensorBoard's HPARAMS tab (``final/<metric>`` scalars), see ``log_hparams``.
+hyperparameters for TensorBoard's HPARAMS tab (``final/<metric>`` scalars), see ``log_hparams``, and, whatever the
+loggers, to ``<run dir>/metrics.json`` (the last evaluation, the protocol it used and every evaluation before it:
+what ``python -m artgan.report`` reads to rank a sweep's configurations).
 
 Every hook here runs on every rank and calls the same collectives in the same order on each (the real-feature
 cache's barrier, the metric syncs), so it never hangs under DDP. Before its first collective an evaluation
@@ -16,6 +18,7 @@ progress bar may already have synced them on its own).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -28,24 +31,27 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from artgan import compat
-from artgan.callbacks.samples import is_last_epoch
+from artgan.callbacks.samples import is_last_epoch, run_dir
 from artgan.errors import ConfigError
+from artgan.io import atomic_write
 from artgan.metrics.evaluator import Evaluator
 
 log = logging.getLogger(__name__)
 
 
 class MetricsCallback(Callback):
-    """Run ``evaluator`` every ``every_n_epochs`` epochs (0: only at the end with ``eval_on_train_end``)."""
+    """Run ``evaluator`` every ``every_n_epochs`` epochs (0: only at the end with ``eval_on_train_end``);
+    ``output_dir`` (the run dir; the trainer's ``default_root_dir`` when null) receives ``metrics.json``."""
 
     def __init__(self, evaluator: Evaluator, every_n_epochs: int = 5, eval_on_train_end: bool = True,
-                 log_hparams: bool = True):
+                 log_hparams: bool = True, output_dir: str | None = None):
         super().__init__()
         if every_n_epochs < 0:
             raise ConfigError(f"callbacks.metrics.every_n_epochs={every_n_epochs} must be >= 0 (0: only at the end).")
         self.evaluator = evaluator
         self.every_n_epochs = int(every_n_epochs)
         self.eval_on_train_end, self.log_hparams = bool(eval_on_train_end), bool(log_hparams)
+        self.output_dir = output_dir
         # Per-evaluation results {"epoch", "step", "seconds", "metrics/...": value}; saved in checkpoints.
         self.metric_history: list[dict[str, float]] = []
         self._last_eval_step: int | None = None
@@ -78,6 +84,8 @@ class MetricsCallback(Callback):
             trainer.callback_metrics.update({k: torch.tensor(v) for k, v in results.items()})
         if self.log_hparams:
             self._log_hparams(trainer, pl_module)
+        if trainer.is_global_zero and self.metric_history:
+            self.write_summary(trainer, pl_module)
 
     # ------------------------------------------------------------------------------------- evaluation
     @torch.no_grad()
@@ -113,6 +121,23 @@ class MetricsCallback(Callback):
         summary = ", ".join(f"{k.split('/', 1)[1]}={v:.4g}" for k, v in results.items())
         rank_zero_info(f"Metrics (epoch {trainer.current_epoch}, {seconds:.1f}s): {summary}")
         return results
+
+    def write_summary(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """``<run dir>/metrics.json``: the last evaluation (names without ``metrics/``, like generate.py mode=evaluate
+        writes them; NaN as null), the protocol and the history of every evaluation."""
+        history = [{k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in row.items()}
+                   for row in self.metric_history]
+        last = history[-1]
+        summary = {
+            "metrics": {k[len("metrics/"):]: v for k, v in last.items() if k.startswith("metrics/")},
+            "epoch": last["epoch"], "step": last["step"], "images_seen": int(getattr(pl_module, "images_seen", 0)),
+            "protocol": self.evaluator.describe(), "history": history,
+        }
+        path = run_dir(trainer, self.output_dir) / "metrics.json"
+        try:
+            atomic_write(path, lambda f: f.write(json.dumps(summary, indent=1, default=str).encode()))
+        except OSError as e:  # a full disk must not turn a finished run into a crash
+            log.warning("Could not write %s: %s", path, e)
 
     # ---------------------------------------------------------------------------------------- hparams
     def final_metrics(self, trainer: L.Trainer) -> dict[str, float]:

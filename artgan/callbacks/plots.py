@@ -14,6 +14,8 @@ global backend switch), ``<run dir>/plots/``:
   as probabilities; the loss's ``score`` otherwise) and D's accuracy on each;
 * ``metrics.png``: FID, KID (+- its std over subsets) and the colour-histogram KL / JS over epochs.
 
+Each PNG is also attached to the loggers that keep files (an MLflow artifact under ``plots/``, a W&B image).
+
 The x axis is Lightning's 0-based epoch index, the number in ``checkpoints/epoch_XXXX.ckpt`` and
 ``samples/epoch_XXXX.png``.
 """
@@ -31,6 +33,7 @@ from lightning.pytorch.callbacks import Callback
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from artgan.callbacks.log_media import log_file
 from artgan.callbacks.samples import run_dir
 from artgan.gan_module import LOGGED_STATS
 
@@ -195,12 +198,15 @@ class PlotsCallback(Callback):
         if not trainer.is_global_zero:
             return
         folder = run_dir(trainer, self.output_dir) / "plots"
+        plots = {"losses.png": (plot_losses, self.history), "scores.png": (plot_scores, self.history),
+                 "metrics.png": (plot_metrics, self.metric_rows(trainer))}
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            plot_losses(self.history, folder / "losses.png", self.dpi)
-            plot_scores(self.history, folder / "scores.png", self.dpi)
-            plot_metrics(self.metric_rows(trainer), folder / "metrics.png", self.dpi)
+            for name, (plot, rows) in plots.items():
+                plot(rows, folder / name, self.dpi)
         except OSError as e:  # a full disk must not turn a finished run into a crash
             log.warning("Could not write the plots in %s: %s", folder, e)
             return
+        for name in plots:
+            log_file(trainer, folder / name, "plots")
         log.info("Plots: %s", folder)

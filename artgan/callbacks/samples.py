@@ -3,13 +3,14 @@
 What it writes (only global rank 0 writes; every rank generates, so a sharded strategy whose forward
 needs all ranks never hangs, and nothing here calls a collective):
 
-* TensorBoard images ``samples/fixed`` (the module's ``fixed_noise`` through the EMA generator when
-  there is one) and ``samples/real_vs_fake`` (real images on the left, generated on the right), at
-  the trainer's ``global_step``;
+* images ``samples/fixed`` (the module's ``fixed_noise`` through the EMA generator when there is one)
+  and ``samples/real_vs_fake`` (real images on the left, generated on the right) in every logger that
+  shows images (TensorBoard, MLflow, W&B; see ``log_media``), at the trainer's ``global_step``;
 * ``<run dir>/samples/epoch_XXXX.png`` and ``<run dir>/samples/real_vs_fake_XXXX.png``; ``XXXX`` is
   Lightning's 0-based epoch index, the same number as in ``checkpoints/epoch_XXXX.ckpt``;
 * at the end of training ``<run dir>/samples/progress.gif``: every ``epoch_*.png`` of the run dir
-  (a resumed run's earlier epochs included), each frame labelled with its epoch.
+  (a resumed run's earlier epochs included), each frame labelled with its epoch; attached to the loggers
+  that keep files (an MLflow artifact, a W&B video).
 
 The fixed noise is a buffer of the module, stored in checkpoints, so a resumed run keeps drawing the
 same latents and the grids stay comparable across epochs.
@@ -24,11 +25,11 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 from torchvision.utils import make_grid
 
+from artgan.callbacks.log_media import flush, log_file, log_image
 from artgan.data.transforms import denormalize, to_model_range
 
 log = logging.getLogger(__name__)
@@ -50,11 +51,6 @@ def is_last_epoch(trainer: L.Trainer) -> bool:
     if max_steps is not None and max_steps >= 0 and trainer.global_step >= max_steps:
         return True
     return bool(trainer.should_stop)
-
-
-def tensorboard_writers(trainer: L.Trainer) -> list:
-    """SummaryWriters of the trainer's TensorBoard loggers (call on global rank 0 only)."""
-    return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
 
 
 def image_grid(images: Tensor, nrow: int, padding: int = 2) -> Tensor:
@@ -134,7 +130,7 @@ class SampleGridCallback(Callback):
         gif_max_frames: at most this many frames, evenly spaced over the epochs.
         gif_max_size: longer side of a GIF frame in pixels.
         gif_label: draw "epoch N" above each frame.
-        max_size: longer side of the PNGs / TensorBoard images in pixels (grids of 512 px images are big).
+        max_size: longer side of the PNGs / logged images in pixels (grids of 512 px images are big).
     """
 
     def __init__(self, every_n_epochs: int = 1, output_dir: str | None = None, nrow: int = 8,
@@ -176,6 +172,7 @@ class SampleGridCallback(Callback):
             return
         if gif is not None:
             log.info("Progress GIF (%d epochs): %s", len(pngs), gif)
+            log_file(trainer, gif, "samples")
 
     # ---------------------------------------------------------------------------------------- writing
     def write_grids(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -188,23 +185,19 @@ class SampleGridCallback(Callback):
         if not trainer.is_global_zero:
             return
         epoch, step = trainer.current_epoch, trainer.global_step
-        writers = tensorboard_writers(trainer)
-        fixed = image_grid(fake, self.nrow)
-        for w in writers:
-            w.add_image("samples/fixed", fixed, global_step=step)
         folder = self.samples_dir(trainer)
-        if self.png:
-            folder.mkdir(parents=True, exist_ok=True)
-            grid_to_pil(fixed, self.max_size).save(folder / f"epoch_{epoch:04d}.png")
+        grids = {"fixed": (image_grid(fake, self.nrow), f"epoch_{epoch:04d}.png")}
         if self.real_vs_fake:
             both = self._real_vs_fake(trainer, fake)
             if both is not None:
-                for w in writers:
-                    w.add_image("samples/real_vs_fake", both, global_step=step)
-                if self.png:
-                    grid_to_pil(both, self.max_size).save(folder / f"real_vs_fake_{epoch:04d}.png")
-        for w in writers:
-            w.flush()
+                grids["real_vs_fake"] = (both, f"real_vs_fake_{epoch:04d}.png")
+        for name, (grid, filename) in grids.items():
+            image = grid_to_pil(grid, self.max_size)
+            log_image(trainer, f"samples/{name}", image, step)
+            if self.png:
+                folder.mkdir(parents=True, exist_ok=True)
+                image.save(folder / filename)
+        flush(trainer)
 
     def _real_vs_fake(self, trainer: L.Trainer, fake: Tensor) -> Tensor | None:
         """Real images (left) next to as many generated ones (right), separated by a white gap."""

@@ -1,4 +1,4 @@
-"""generate.py's modes: sample, compare, interpolate, evaluate, project. See docs/generate.md."""
+"""generate.py's modes: sample, compare, interpolate, evaluate, project, export. See docs/generate.md."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from .checkpoint import LoadedGenerator, load_generator, resolve_device
 
 log = logging.getLogger(__name__)
 
-MODES = ("sample", "compare", "interpolate", "evaluate", "project")
+MODES = ("sample", "compare", "interpolate", "evaluate", "project", "export")
 
 __all__ = ["MODES", "LoadedGenerator", "load_generator", "resolve_device", "run"]
 
@@ -73,6 +73,13 @@ def _run(cfg: DictConfig) -> dict:
         datamodule = preparation_datamodule(cfg.get("data"), loaded.run_dir, loaded.resolution)
         result = run_project(loaded, datamodule, out_dir, cfg.get("image"), cfg.project, seed, batch_size)
         print_project(result)
+    elif mode == "export":
+        from .export import run_export
+
+        result = run_export(loaded, out_dir, cfg.get("format", "onnx"), cfg.get("opset"))
+        diff = result["max_abs_diff"]
+        print(f"Wrote {result['path']} and {result['file']}.json ({result['format']}, dynamic batch; max |exported - "
+              f"PyTorch| = {'not checked' if diff is None else f'{diff:.1e}'}).")
     else:
         from .data import build_datamodule
 
