@@ -106,7 +106,9 @@ def test_matches_torchmetrics_fid_and_kid_classes():
     ours.update(fake[:20])
     ours.update(fake[20:])
     got = ours.compute()
-    assert set(got) == {"fid_proj", "kid_proj", "kid_proj_std", "diversity_proj"}
+    prdc_keys = {"precision_proj", "recall_proj", "density_proj", "coverage_proj"}  # from the same features
+    assert set(got) == {"fid_proj", "kid_proj", "kid_proj_std", "diversity_proj"} | prdc_keys
+    assert all(0.0 <= got[k] <= 1.0 for k in prdc_keys - {"density_proj"})
 
     tm_fid = FrechetInceptionDistance(feature=ex, reset_real_features=False)
     tm_fid.update(real, real=True)
