@@ -283,8 +283,8 @@ def test_project_two_paintings_then_walk_between_them(trained, art_folder, tmp_p
     for i in (0, 1):
         (paintings / f"img_{i}.png").write_bytes((art_folder / f"img_{i}.png").read_bytes())
     out = tmp_path / "projected"
-    result = run(cfg_for("mode=project", f"ckpt_path={trained}", f"image={paintings}", "project.steps=3",
-                         "project.starts=2", "project.frames=2", "project.search=8", f"output_dir={out}"))
+    result = run(cfg_for("mode=project", f"ckpt_path={trained}", f"image={paintings}", "project.steps=2",
+                         "project.starts=1", "project.frames=2", "project.search=4", f"output_dir={out}"))
     assert [row["name"] for row in result["paintings"]] == ["img_0", "img_1"]
     assert json.loads((out / "project.json").read_text())["paintings"] == result["paintings"]
     dim = load_generator(trained).generator.latent_dim
