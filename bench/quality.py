@@ -196,7 +196,7 @@ def train_all(jobs: list[tuple[Recipe, int]], out: Path, data_root: Path, args) 
             wall = finish_run(proc, run_dir)
             snaps = sorted((run_dir / "snapshots").glob("t*.pt"))
             print(f"    done {recipe.label} s{seed}: {len(snaps)} snapshots, process {wall / 60:.1f} min", flush=True)
-            done.append({"recipe": recipe.label, "seed": seed, "run_dir": str(run_dir), "process_minutes": wall / 60})
+            done.append({"recipe": recipe.label, "seed": seed, "run_dir": str(run_dir), "wall_minutes": wall / 60})
     return done
 
 

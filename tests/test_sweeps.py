@@ -109,8 +109,8 @@ def test_check_launch(monkeypatch):
 
 @pytest.mark.parametrize("overrides", [
     ["experiment=best_dcgan64", "model.generator.ngf=4", "model.discriminator.ndf=4"],  # spectral norm + ADA
-    ["experiment=best_64", "model.generator.ngf=4"],  # frozen backbone, not pickled
-], ids=["dcgan", "fastgan"])
+    ["experiment=projected_64", "model.generator.ngf=4"],  # frozen backbone, not pickled
+], ids=["sn_conv_d", "projected_d"])
 def test_gan_module_pickles_for_ddp_spawn(overrides):
     """trainer.strategy=ddp_spawn* (the documented multirun + DDP set-up) pickles the LightningModule."""
     import pickle
