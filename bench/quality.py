@@ -374,7 +374,8 @@ def report(runs: list[dict], recipes: list[Recipe], floor: dict, meta: dict, nam
              f"Machine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores, no GPU; torch "
              f"{meta['machine']['torch']}, lightning {meta['machine']['lightning']}, Python {meta['machine']['python']}. "
              f"Each run: one torch thread pinned to its own core, {meta['jobs']} runs side by side; budget = "
-             f"{minutes:g} minutes of {meta['clock']} time inside training batches (bench/budget.py). Load average at "
+             f"{minutes:g} minutes of {meta['clock']} time from the first training batch, data loading included "
+             f"(bench/budget.py). Load average at "
              f"start {meta['load_start']:.2f}, end {meta['load_end']:.2f}.", "",
              f"Scoring: the sampling generator (EMA where the recipe has one) of every snapshot "
              f"(every {meta['snapshot_minutes']:g} min and the last), {meta['protocol']['num_samples']} images from "
