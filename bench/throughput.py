@@ -66,6 +66,8 @@ VARIANTS: dict[str, list[str]] = {
 }
 CPU_VARIANTS = ["fp32", "bf16", "fp32+cl", "bf16+cl", "bf16+compile"]
 GPU_VARIANTS = ["fp32", "fp32+cl", "fp32+fused_adam", "bf16", "fp16", "bf16+cl+fused", "bf16+cl+fused+compile"]
+
+
 def selection(name: str) -> str:
     """A model config (dcgan64) or, where no model config has the name, an experiment (best_64)."""
     return f"model={name}" if (REPO / "conf" / "model" / f"{name}.yaml").is_file() else f"experiment={name}"
