@@ -96,3 +96,22 @@ def test_inception_with_torch_fidelity_if_weights_available():
     assert ex.name == "inception" and ex.num_features == 2048
     f = ex(torch.rand(2, 3, 64, 64) * 2 - 1)
     assert f.shape == (2, 2048)
+
+
+def test_bf16_features_stay_close_to_float32_and_are_cached_apart(effnet):
+    """The evaluator's default (precision=auto) runs the network in bf16 on a CPU with AVX-512 BF16: each sample's
+    features must stay close to float32's, and the cache key must tell the two apart."""
+    from artgan.metrics.features import feature_precision
+
+    bf16 = build_feature_extractor("effnet_lite0", precision="bf16")
+    assert bf16.cache_key != effnet.cache_key and effnet.precision == "32"
+    torch.manual_seed(0)
+    x = torch.rand(8, 3, 64, 64) * 2 - 1
+    a, b = effnet(x), bf16(x)
+    assert b.dtype == torch.float32 and torch.isfinite(b).all()
+    cosine = torch.nn.functional.cosine_similarity(a, b, dim=1)
+    assert cosine.min() > 0.99, cosine
+    assert feature_precision("32") == "32" and feature_precision("bf16-mixed") == "bf16"
+    assert feature_precision("auto", "cpu") in ("32", "bf16")
+    with pytest.raises(ArtGANError, match="evaluator.fid.precision"):
+        feature_precision("fp8")

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from artgan.data.transforms import downscale
 from artgan.errors import ArtGANError, ConfigError
-from artgan.metrics.features import FeatureExtractorUnavailable, build_feature_extractor
+from artgan.metrics.features import FeatureExtractorUnavailable, build_feature_extractor, feature_precision
 from artgan.metrics.fid import FeatureDistances, extract_features
 from artgan.metrics.kl import ColorKL
 from artgan.metrics.spectral import SpectralDistance
@@ -113,9 +113,10 @@ class FeatureMetric:
             metric.to(device)
             metric.prepare_real(images.images, cache_dir=images.cache_dir, fingerprint=images.fingerprint,
                                 resolution=images.resolution, num_images=images.count)
-            log.info("Metrics: %d %s %s features ready in %.1fs (cache dir %s)", metric.num_real,
-                     "training" if metric is self.metric else "held-out", metric.name, time.perf_counter() - start,
-                     images.cache_dir)
+            log.info("Metrics: %d %s %s features (%s) ready in %.1fs (cache dir %s)", metric.num_real,
+                     "training" if metric is self.metric else "held-out", metric.name,
+                     "bf16" if getattr(metric.extractor, "precision", "32") == "bf16" else "float32",
+                     time.perf_counter() - start, images.cache_dir)
 
     @property
     def name(self) -> str:
@@ -175,7 +176,8 @@ def _fid(settings: dict, evaluator: Evaluator, real: RealSet) -> list:
         weights = settings["inception_weights_path"] if str(name).lower() == "inception" \
             else settings["effnet_weights_path"]
         try:
-            extractor = build_feature_extractor(name, weights)
+            extractor = build_feature_extractor(name, weights,
+                                                precision=feature_precision(settings["precision"], evaluator.device))
         except FeatureExtractorUnavailable as e:
             if evaluator.strict:
                 raise
@@ -195,7 +197,8 @@ METRICS: dict[str, tuple[dict, Callable[[dict, Evaluator, RealSet], list]]] = {
              "min_resolution": 16, "seed": 0}, _swd),
     "spectral": ({"enabled": True, "high_freq_start": 0.5}, _spectral),
     "fid": ({"enabled": True, "extractors": ["effnet_lite0"], "effnet_weights_path": None,
-             "inception_weights_path": None, "kid_subset_size": 1000, "kid_subsets": 100, "prdc_k": 3}, _fid),
+             "inception_weights_path": None, "kid_subset_size": 1000, "kid_subsets": 100, "prdc_k": 3,
+             "precision": "auto"}, _fid),
 }
 
 
@@ -230,6 +233,7 @@ class Evaluator:
         self.batch_size, self.seed, self.cache_dir, self.strict = int(batch_size), int(seed), str(cache_dir), strict
         self.settings = {name: self._settings(name, metrics.get(name)) for name in METRICS}
         self.skipped: dict[str, str] = {}
+        self.device = torch.device("cpu")  # set by prepare(); decides the feature precision under "auto"
         self._metrics: list | None = None
         self.real_count = self.heldout_count = 0  # set by prepare; heldout_count > 0: held-out numbers too
         self.keep_images = int(keep_images or 0)
@@ -258,7 +262,7 @@ class Evaluator:
         """Build the metrics and their real side once (later calls return at once). False: nothing to compute."""
         if self._metrics is not None:
             return bool(self._metrics)
-        device = torch.device(device)
+        device = self.device = torch.device(device)
         size = int(datamodule.dataset_size)
         self.real_count = size if self.num_real is None else min(self.num_real, size)
         if self.real_count < 2:
