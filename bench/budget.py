@@ -39,6 +39,7 @@ class TrainingBudget(Callback):
         self.used = 0.0
         self.next_snapshot = self.every if self.every else float("inf")
         self._start: float | None = None
+        self._snapshot_steps = -1
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self._start is None:  # the first batch: the clock starts here and then runs from batch end to batch end
@@ -57,10 +58,16 @@ class TrainingBudget(Callback):
             trainer.should_stop = True
         self._start = self.clock()  # snapshots are not training time
 
+    def on_train_end(self, trainer, pl_module) -> None:
+        # Runs that stop before the budget (trainer.max_steps: comparisons at equal images) end with a snapshot too.
+        if self._start is not None and pl_module.g_steps != self._snapshot_steps:
+            self.snapshot(pl_module)
+
     @torch.no_grad()
     def snapshot(self, pl_module) -> Path:
         net = pl_module.sampling_generator()
         path = self.dirpath / f"t{int(round(self.used)):05d}.pt"
         atomic_torch_save({"generator": net.spec(), "state_dict": net.state_dict(), "seconds": self.used,
                            "images_seen": pl_module.images_seen, "g_steps": pl_module.g_steps}, path)
+        self._snapshot_steps = pl_module.g_steps
         return path
