@@ -185,3 +185,26 @@ def test_bf16_cpu_step_matches_fp32_and_stays_finite(tmp_path):
     assert all(torch.isfinite(v).all() for v in module.step_stats.values())
     assert all(torch.isfinite(p).all() for p in module.parameters())
     assert torch.isfinite(module.sample(n=4)).all()
+
+
+def test_bf16_g_step_sees_the_d_its_d_step_just_updated(tmp_path):
+    """Under bf16-mixed Lightning runs the whole training step in one autocast region. torch.autocast's weight cache
+    would keep the bf16 copies cast before an optimizer step and hand them to the next D step and to the G step
+    (stale D); Lightning turns that cache off (cache_enabled=False). Every D forward must use D's weights as they
+    are at that moment: this fails if a precision plugin or a torch upgrade brings the cache back."""
+    L.seed_everything(0)
+    module = build_module("model/loss=hinge", "model.n_critic=2", "model.generator.ngf=4",
+                          "model.discriminator.ndf=4")
+    first = next(m for m in module.discriminator.modules() if isinstance(m, torch.nn.Conv2d))
+    mismatches = []
+
+    def check(conv, inputs, output):
+        if torch.is_autocast_enabled("cpu"):
+            expected = conv._conv_forward(inputs[0].to(torch.bfloat16), conv.weight.to(torch.bfloat16),
+                                          None if conv.bias is None else conv.bias.to(torch.bfloat16))
+            mismatches.append(float((output.float() - expected.float()).abs().max()))
+
+    first.register_forward_hook(check)
+    fit(module, tmp_path, batches=1, precision="bf16-mixed", max_steps=3)
+    assert len(mismatches) == 5  # two D steps (real + fake each), one G step
+    assert max(mismatches) == 0.0, mismatches
