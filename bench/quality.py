@@ -24,7 +24,7 @@ The real-vs-real floor of every metric: the paintings split into two random halv
 other (smaller sets than the runs', so FID is biased upwards there; KID is unbiased).
 
 Writes ``bench/results/<name>.md`` (tables, target checks, time to quality, machine), ``<name>.json``,
-``<name>_samples.png`` (paintings beside each recipe's final samples) and ``<name>_curves.png`` (SWD and KID
+``<name>_samples.jpg`` (paintings beside each recipe's final samples) and ``<name>_curves.png`` (SWD and KID
 against minutes).
 
     .venv/bin/python bench/quality.py                                  # 64 px: 3 recipes x 2 seeds, 25 min each
@@ -363,7 +363,7 @@ def samples_picture(real, samples: dict, recipes: list[Recipe], path: Path, titl
         draw.text((x, 22), label, fill=(0, 0, 0))
         canvas.paste(picture, (x, top))
         x += picture.width + gap
-    canvas.save(path)
+    canvas.save(path, quality=88)  # JPEG: photographic panels stay well under 1 MB
 
 
 def report(runs: list[dict], recipes: list[Recipe], floor: dict, meta: dict, names: dict) -> str:
@@ -480,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     samples = score_runs(runs, scorer)
     floor = scorer.floor()
     meta.update(protocol=scorer.protocol(), num_real=int(scorer.real.shape[0]), floor=floor, load_end=load_average(),
-                samples_picture=str(out / f"{args.name}_samples.png"), curves_picture=str(out / f"{args.name}_curves.png"))
+                samples_picture=str(out / f"{args.name}_samples.jpg"), curves_picture=str(out / f"{args.name}_curves.png"))
     title = f"{args.resolution} px, {args.minutes:g} training minutes per run (one CPU core), {meta['num_real']} paintings"
     samples_picture(scorer.real, samples, recipes, Path(meta["samples_picture"]), title)
     plot_curves(runs, recipes, Path(meta["curves_picture"]), title)
