@@ -55,7 +55,7 @@ class Paintings:
 
 @pytest.fixture
 def evaluator(monkeypatch, tmp_path):
-    monkeypatch.setattr(evaluator_module, "build_feature_extractor", lambda name, weights=None: PooledPixels())
+    monkeypatch.setattr(evaluator_module, "build_feature_extractor", lambda name, weights=None, **kwargs: PooledPixels())
     return Evaluator(num_samples=40, num_real=None, batch_size=16, cache_dir=str(tmp_path), keep_images=8,
                      kl={"enabled": False}, swd={"enabled": False}, spectral={"enabled": False},
                      fid={"kid_subset_size": 10, "kid_subsets": 20})
