@@ -234,6 +234,7 @@ class Evaluator:
         self.settings = {name: self._settings(name, metrics.get(name)) for name in METRICS}
         self.skipped: dict[str, str] = {}
         self.device = torch.device("cpu")  # set by prepare(); decides the feature precision under "auto"
+        feature_precision(self.settings["fid"]["precision"])  # a bad value fails now, not at the first evaluation
         self._metrics: list | None = None
         self.real_count = self.heldout_count = 0  # set by prepare; heldout_count > 0: held-out numbers too
         self.keep_images = int(keep_images or 0)

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from artgan.errors import ArtGANError
+from artgan.errors import ArtGANError, ConfigError
 from artgan.models.backbones import (
     BackboneUnavailable,
     efficientnet_lite0,
@@ -209,7 +209,8 @@ def feature_precision(precision: str = "auto", device: torch.device | str = "cpu
     if text in ("32", "bf16"):
         return text
     if text != "auto":
-        raise ArtGANError(f"evaluator.fid.precision={precision!r} is not one of auto, 32, bf16.")
+        raise ConfigError(f"evaluator.fid.precision={precision!r} is not a feature precision: use auto (bf16 where the "
+                           "hardware is fast at it), 32 (float32) or bf16.")
     if torch.device(device).type == "cuda":
         return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32"
     return "bf16" if cpu_has_fast_bf16() else "32"
