@@ -39,6 +39,7 @@ from artgan.models.backbones import (
     effnet_lite0_weights_path,
     remap_lukemelas_lite0,
 )
+from artgan.precision import cpu_has_fast_bf16
 
 __all__ = [
     "EXTRACTORS",
@@ -203,8 +204,6 @@ EXTRACTORS: dict[str, type[_FrozenExtractor]] = {
 def feature_precision(precision: str = "auto", device: torch.device | str = "cpu") -> str:
     """``auto`` -> ``"bf16"`` where bf16 is fast on ``device`` (a CUDA GPU with bf16, a CPU with AVX-512 BF16 / AMX),
     else ``"32"``; ``"32"`` and ``"bf16"`` pass through."""
-    from artgan.precision import cpu_has_fast_bf16
-
     text = str(precision).strip().lower().replace("32-true", "32").replace("bf16-mixed", "bf16")
     if text in ("32", "bf16"):
         return text
