@@ -1,5 +1,5 @@
-"""Sample quality at EQUAL TRAINING TIME: the seed recipe, the DCGAN best recipe and the FastGAN + projected
-discriminator recipe on the 557-painting sample (../shared/data/abstract-art-gallery-sample).
+"""Sample quality at EQUAL TRAINING TIME: the seed recipe, the DCGAN best recipe and the FastGAN recipe
+(experiment=best_64 / best_128) on the 557-painting sample (../shared/data/abstract-art-gallery-sample).
 
 Why equal time and not equal images: the recipes cost different amounts per image (the projected discriminator
 runs a pretrained network), so equal images would favour the expensive one. Every run gets the same number of

@@ -118,3 +118,18 @@ def test_bf16_features_stay_close_to_float32_and_are_cached_apart(effnet):
 
     with pytest.raises(ConfigError, match="evaluator.fid.precision='fp8' is not a feature precision"):
         Evaluator(fid={"precision": "fp8"})  # when the evaluator is built, not at the first evaluation
+
+
+def test_cpu_chunks_give_the_features_of_one_pass(effnet):
+    """On a CPU a batch runs through the network in chunks (faster there): the features must be those of one
+    pass, and ``embed`` must still pass gradients back to every image (``mode=project``)."""
+    from artgan.metrics.features import CPU_CHUNK
+
+    torch.manual_seed(2)
+    x = torch.rand(2 * CPU_CHUNK + 3, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        whole = effnet._embed(x)
+    assert torch.allclose(effnet(x), whole, atol=1e-4)
+    x.requires_grad_(True)
+    effnet.embed(x).sum().backward()
+    assert x.grad is not None and (x.grad.flatten(1).abs().sum(1) > 0).all()

@@ -133,6 +133,35 @@ def test_matches_torchmetrics_fid_and_kid_classes():
     assert ours.compute()["fid_proj"] == pytest.approx(got["fid_proj"], rel=1e-9)
 
 
+def test_kid_from_whole_set_kernels_equals_torchmetrics_per_subset(monkeypatch):
+    """KID reads each subset's kernels from the kernels of the whole sets (faster): over many subsets, with a real
+    set reused by a second evaluation, it must equal torchmetrics' poly_mmd computed subset by subset (the path
+    taken for sets too large to hold their kernels)."""
+    import artgan.metrics.fid as fid
+
+    ex = ProjectionExtractor(dim=24)
+    torch.manual_seed(3)
+    real = torch.rand(70, 3, 16, 16) * 2 - 1
+    fakes = [(torch.rand(40, 3, 16, 16) * 2 - 1) * s for s in (0.6, 0.9)]
+
+    def kids() -> list[tuple[float, float]]:
+        m = FeatureDistances(ex, extract_features(ex, real), kid_subset_size=30, kid_subsets=25)
+        out = []
+        for fake in fakes:  # two evaluations against one real set: the cached real kernel serves both
+            m.reset()
+            m.update(fake)
+            got = m.compute()
+            out.append((got["kid_proj"], got["kid_proj_std"]))
+        return out
+
+    shared = kids()
+    monkeypatch.setattr(fid, "KID_FULL_KERNEL_MAX", 10)  # both sets "too large": torchmetrics per subset
+    per_subset = kids()
+    assert shared[0] != shared[1]
+    for (a_mean, a_std), (b_mean, b_std) in zip(shared, per_subset):
+        assert a_mean == pytest.approx(b_mean, rel=1e-9, abs=1e-12) and a_std == pytest.approx(b_std, rel=1e-9)
+
+
 def test_kid_subset_size_adapts_and_small_sets_do_not_crash():
     ex = ProjectionExtractor(dim=16)
     torch.manual_seed(2)

@@ -186,6 +186,31 @@ def test_deterministic_reset_keeps_real_and_unequal_sets():
         SlicedWasserstein(reset_real=True).compute()
 
 
+def test_kept_real_projections_never_outlive_their_real_set():
+    """compute() keeps the real side's sorted projections for the next compute: new real images, or a new real set
+    of the same size after a full reset, must give what a fresh metric gives."""
+    real, more, other, fake = paintings(12, seed=1), paintings(6, seed=3), paintings(12, seed=4), paintings(20, seed=2)
+    m = SlicedWasserstein(**FAST)
+    m.update(real, real=True)
+    m.update(fake, real=False)
+    m.compute()
+    m.update(more, real=True)
+    fresh = SlicedWasserstein(**FAST)
+    fresh.update(real, real=True)
+    fresh.update(more, real=True)
+    fresh.update(fake, real=False)
+    assert m.compute() == fresh.compute()
+
+    m = SlicedWasserstein(**FAST, reset_real=True)
+    m.update(real, real=True)
+    m.update(fake, real=False)
+    m.compute()
+    m.reset()
+    m.update(other, real=True)
+    m.update(fake, real=False)
+    assert m.compute() == swd(other, fake)
+
+
 def test_ddp_style_merge_gathers_both_ranks():
     """Under DDP torchmetrics concatenates the descriptor lists of all ranks (``merge_state`` applies the
     same reductions; merging rank 0 into rank 1 keeps the rank order of a gather)."""

@@ -83,6 +83,35 @@ def test_generator_spec_round_trip():
     assert torch.equal(sample(rebuilt), sample(g))
 
 
+def test_truncation_pulls_the_first_feature_map_towards_its_mean():
+    """FastGAN rescales z, so psi acts on the 4 x 4 map: images move towards the mean map's image, the usual images
+    come back after the block, and computing the mean leaves BatchNorm's running statistics alone."""
+    g = FastGANGenerator(64, latent_dim=16, ngf=8)
+    g.train()(g.sample_latents(8))  # BatchNorm statistics away from their defaults
+    stats = {k: v.clone() for k, v in g.state_dict().items() if "running" in k}
+    g.eval()
+    z = g.sample_latents(64, generator=torch.Generator().manual_seed(1), truncation=0.5)
+    assert torch.equal(z, g.sample_latents(64, generator=torch.Generator().manual_seed(1)))  # psi is not in z
+    plain = g(z)
+
+    def spread(images: torch.Tensor) -> float:  # mean distance of the images to their mean image
+        return float((images - images.mean(0)).flatten(1).norm(dim=1).mean())
+
+    with g.truncation(0.5):
+        half = g(z)
+    with g.truncation(1e-3):
+        collapsed = g(z)
+    assert spread(collapsed) < 0.05 * spread(plain)
+    assert spread(collapsed) < spread(half) < 0.9 * spread(plain)
+    with g.truncation(None):
+        assert torch.equal(g(z), plain)
+    assert torch.equal(g(z), plain) and g._truncation is None and not g.training
+    assert all(torch.equal(v, stats[k]) for k, v in g.state_dict().items() if k in stats)
+    with pytest.raises(ValueError, match="must be a number in"):
+        with g.truncation(1.5):
+            pass
+
+
 # --------------------------------------------------------------------------------------- discriminator
 @pytest.mark.parametrize("input_size", [64, 68, 100, 224, 512])
 def test_mini_discriminators_follow_the_feature_sizes(input_size):

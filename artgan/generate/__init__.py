@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import nullcontext
 
 import torch
 from omegaconf import DictConfig, ListConfig
@@ -43,14 +44,19 @@ def _run(cfg: DictConfig) -> dict:
     # After the checkpoint is known to be good, before any file is written: a file, or a folder with files in it
     # (unless overwrite=true), is refused.
     out_dir = check_output_dir(absolute_path(cfg.output_dir), bool(cfg.get("overwrite", False)))
-    seed, batch_size = int(cfg.seed), int(cfg.batch_size)
     log.info("Loaded %s: %s %d px, %s generator, on %s", loaded.path, loaded.spec["class"].rsplit(".", 1)[-1], loaded.resolution,
              "EMA" if loaded.used_ema else "plain", device)
-    if truncation not in (None, 1.0) and not loaded.generator.latent_scale_matters:
-        log.warning("%s rescales every latent itself, so truncation=%s only redraws latent components beyond 2 "
-                    "standard deviations; psi does not move its images towards the mean.",
-                    type(loaded.generator).__name__, cfg.get("truncation"))
 
+    # One psi for the images of sample, compare and interpolate; evaluate applies each psi of its sweep itself.
+    with loaded.generator.truncation(truncation) if mode in ("sample", "compare", "interpolate") else nullcontext():
+        result = _run_mode(mode, cfg, loaded, out_dir, truncation, device)
+    if mode in ("sample", "interpolate"):  # compare.json and metrics.json are written by their modes
+        (out_dir / f"{mode}.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _run_mode(mode: str, cfg: DictConfig, loaded: LoadedGenerator, out_dir, truncation, device) -> dict:
+    seed, batch_size = int(cfg.seed), int(cfg.batch_size)
     if mode == "sample":
         from .sample import run_sample
 
@@ -97,8 +103,6 @@ def _run(cfg: DictConfig) -> dict:
             result = run_evaluate(loaded, datamodule, desc, out_dir, cfg.evaluator, truncation)
             print_metrics(result)
             print(f"Wrote {out_dir / 'metrics.json'}" + (f" and {result['plot']}" if result.get("plot") else ""))
-    if mode in ("sample", "interpolate"):  # compare.json and metrics.json are written by their modes
-        (out_dir / f"{mode}.json").write_text(json.dumps(result, indent=1))
     return result
 
 

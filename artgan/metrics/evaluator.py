@@ -31,6 +31,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -307,11 +308,12 @@ class Evaluator:
                  progress: bool = False, truncation: float | None = None) -> dict[str, float]:
         """Generate this rank's share with ``generator`` (eval mode is the caller's business), update, sync and
         compute. Returns ``{metric: value}``; NaN where a metric could not be computed. ``truncation``: latents
-        drawn with the truncation trick (``Generator.sample_latents``); None or 1: the usual latents."""
+        drawn and applied with the truncation trick (``Generator.truncation``); None or 1: the usual latents."""
         count = self.local_count(rank, world_size)
         latents = torch.Generator().manual_seed(self.seed + rank)
         # Only passed when used: a generator of an older signature keeps working without truncation.
-        extra = {} if truncation is None or float(truncation) == 1.0 else {"truncation": float(truncation)}
+        truncated = truncation is not None and float(truncation) != 1.0
+        extra = {"truncation": float(truncation)} if truncated else {}
 
         def batches():
             remaining = count
@@ -320,7 +322,8 @@ class Evaluator:
                 yield generator(generator.sample_latents(n, generator=latents, device=device, **extra))
                 remaining -= n
 
-        return self.evaluate_images(batches(), total=count, progress=progress)
+        with generator.truncation(float(truncation)) if truncated else nullcontext():
+            return self.evaluate_images(batches(), total=count, progress=progress)
 
     @torch.no_grad()
     def evaluate_images(self, batches: Iterable[Tensor], total: int | None = None,

@@ -37,7 +37,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torchmetrics import Metric
-from torchmetrics.image.kid import poly_mmd
+from torchmetrics.image.kid import maximum_mean_discrepancy, poly_kernel, poly_mmd
 from torchmetrics.utilities.data import dim_zero_cat
 
 from artgan.errors import ArtGANError
@@ -46,6 +46,9 @@ from artgan.metrics.diversity import diversity
 from artgan.metrics.prdc import nearest_neighbour_distances, prdc
 
 log = logging.getLogger(__name__)
+
+#: sets larger than this (real or generated) get KID's kernels per subset instead of whole (memory: N^2 doubles)
+KID_FULL_KERNEL_MAX = 4096
 
 __all__ = [
     "CACHE_FORMAT_VERSION",
@@ -273,6 +276,7 @@ class FeatureDistances(Metric):
         self.compute_kid = bool(compute_kid)
         self.prdc_k = int(prdc_k or 0)
         self._real_radii: Tensor | None = None  # k-NN radii of the real features, computed at the first compute()
+        self._real_kernel: Tensor | None = None  # KID's real-real kernel, computed at the first KID
 
         self.add_state("fake_sum", torch.zeros(d, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("fake_cov_sum", torch.zeros(d, d, dtype=torch.float64), dist_reduce_fx="sum")
@@ -308,6 +312,7 @@ class FeatureDistances(Metric):
         self.real_cov_sqrt = _sqrtm_psd(cov)
         self._num_real = n
         self._real_radii = None
+        self._real_kernel = None  # KID's kernel of the real set with itself, computed at the first KID
 
     @property
     def num_real(self) -> int:
@@ -421,13 +426,26 @@ class FeatureDistances(Metric):
         # Every subset would be identical when it is the whole of both sets: compute it once.
         subsets = 1 if (m == n_real and m == n_fake) else self.kid_subsets
         g = torch.Generator().manual_seed(self.seed)
+        score = self._subset_mmd(real, fake) if max(n_real, n_fake) <= KID_FULL_KERNEL_MAX else (
+            lambda ir, if_: poly_mmd(real[ir], fake[if_], self.kid_degree, self.kid_gamma, self.kid_coef))
         scores = []
         for _ in range(subsets):
             ir = torch.randperm(n_real, generator=g)[:m].to(real.device)
             if_ = torch.randperm(n_fake, generator=g)[:m].to(fake.device)
-            scores.append(poly_mmd(real[ir], fake[if_], self.kid_degree, self.kid_gamma, self.kid_coef))
+            scores.append(score(ir, if_))
         s = torch.stack(scores)
         return float(s.mean()), float(s.std(unbiased=False))
+
+    def _subset_mmd(self, real: Tensor, fake: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
+        """``poly_mmd`` of subsets read from the kernels of the whole sets: each kernel entry is computed once
+        instead of once per subset (the real-real kernel once per real set), ~10x faster for 100 subsets."""
+        def kernel(a: Tensor, b: Tensor) -> Tensor:
+            return poly_kernel(a, b, self.kid_degree, self.kid_gamma, self.kid_coef)
+
+        if self._real_kernel is None:
+            self._real_kernel = kernel(real, real)
+        k_rr, k_ff, k_rf = self._real_kernel, kernel(fake, fake), kernel(real, fake)
+        return lambda ir, if_: maximum_mean_discrepancy(k_rr[ir][:, ir], k_rf[ir][:, if_], k_ff[if_][:, if_])
 
 
 def try_build_feature_distances(

@@ -38,12 +38,16 @@ __all__ = [
     "pyramid_resolutions",
     "random_directions",
     "sliced_wasserstein",
+    "sorted_projections",
 ]
 
 PATCH_SIZE = 7
 _BINOMIAL_5 = (1.0, 4.0, 6.0, 4.0, 1.0)
 # Directions projected at once: bounds the two (chunk, N) projection buffers (16 MB each at N = 64,000).
 _DIRECTION_CHUNK = 64
+# Sorted real projections kept between computes up to this many floats (64 MB): 3 levels of 512 directions x 2,000
+# patches take 12 MB.
+_REAL_CACHE_FLOATS = 2**24
 
 
 def pyramid_resolutions(size: int, min_resolution: int = 16) -> list[int]:
@@ -141,23 +145,34 @@ def _sort_rows_(x: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def sliced_wasserstein(a: Tensor, b: Tensor, directions: Tensor) -> float:
+def sorted_projections(points: Tensor, directions: Tensor) -> list[Tensor]:
+    """The projections of ``points`` ``(N, D)`` on ``directions`` ``(K, D)``, each row sorted, in chunks of
+    ``_DIRECTION_CHUNK`` directions: ``[(chunk, N), ...]``."""
+    points = points.float()
+    directions = directions.to(device=points.device, dtype=points.dtype)
+    return [_sort_rows_(chunk @ points.T) for chunk in directions.split(_DIRECTION_CHUNK)]
+
+
+@torch.no_grad()
+def sliced_wasserstein(a: Tensor, b: Tensor, directions: Tensor, sorted_a: list[Tensor] | None = None) -> float:
     """Sliced Wasserstein-1 distance between two equal-size point sets ``(N, D)`` along ``directions`` ``(K, D)``.
 
     For each unit direction the 1-D distance between the projected sets is the mean absolute difference
     of their sorted projections; the result is the mean over the directions (not multiplied by 1e3).
+    ``sorted_a``: ``sorted_projections(a, directions)`` when the caller has them already.
     """
     if a.dim() != 2 or a.shape != b.shape:
         raise ValueError(f"expected two point sets of the same shape (N, D), got {tuple(a.shape)} and {tuple(b.shape)}")
     if directions.dim() != 2 or directions.shape[1] != a.shape[1]:
         raise ValueError(f"expected directions of shape (K, {a.shape[1]}), got {tuple(directions.shape)}")
-    a, b = a.float(), b.float()
-    directions = directions.to(device=a.device, dtype=a.dtype)
-    total = torch.zeros((), dtype=torch.float64, device=a.device)
-    for chunk in directions.split(_DIRECTION_CHUNK):
-        proj_a = _sort_rows_(chunk @ a.T)
+    b = b.float()
+    directions = directions.to(device=b.device, dtype=b.dtype)
+    total = torch.zeros((), dtype=torch.float64, device=b.device)
+    chunks = directions.split(_DIRECTION_CHUNK)
+    for i, chunk in enumerate(chunks):
+        proj_a = sorted_a[i] if sorted_a is not None else sorted_projections(a, chunk)[0]
         proj_b = _sort_rows_(chunk @ b.T)
-        total += proj_a.sub_(proj_b).abs_().sum(dtype=torch.float64)
+        total += proj_b.sub_(proj_a).abs_().sum(dtype=torch.float64)
     return float(total / (a.shape[0] * directions.shape[0]))
 
 
@@ -225,6 +240,8 @@ class SlicedWasserstein(Metric):
         self.reset_real = bool(reset_real)
         self._real_generator = torch.Generator().manual_seed(self.seed)
         self._fake_generator = torch.Generator().manual_seed(self.seed)
+        self._real_sorted: dict[int, list[Tensor]] = {}  # per level: the real side's sorted projections
+        self._real_sorted_key: tuple[int, int] | None = None  # the (n_real, n_fake) they were computed for
         # Descriptors of each batch: (B * patches_per_image, levels, 147) float16.
         self.add_state("real_descriptors", [], dist_reduce_fx="cat")
         self.add_state("fake_descriptors", [], dist_reduce_fx="cat")
@@ -248,6 +265,7 @@ class SlicedWasserstein(Metric):
         if real:
             self.real_descriptors.append(desc)
             self.real_resolution.fill_(size)
+            self._real_sorted_key = None
         else:
             self.fake_descriptors.append(desc)
             self.fake_resolution.fill_(size)
@@ -264,17 +282,25 @@ class SlicedWasserstein(Metric):
         generator = torch.Generator().manual_seed(self.seed)
         directions = random_directions(real[0].shape[-1], self.num_repeats * self.num_directions, generator)
         keep_real, keep_fake = _equal_size_subsets(n_real, n_fake, generator)
+        # The real side's subsample and directions depend only on the set sizes and the seed: its sorted projections
+        # are kept for the next compute with the same sizes (while they fit in _REAL_CACHE_FLOATS).
+        if self._real_sorted_key != (n_real, n_fake):
+            self._real_sorted, self._real_sorted_key = {}, (n_real, n_fake)
         out = {}
         for level, size in enumerate(pyramid_resolutions(int(self.real_resolution), self.min_resolution)):
             a = normalize_descriptors(torch.cat([d[:, level] for d in real]))[keep_real]
             b = normalize_descriptors(torch.cat([d[:, level] for d in fake]))[keep_fake]
-            out[f"swd_{size}px"] = 1e3 * sliced_wasserstein(a, b, directions)
+            sorted_a = self._real_sorted.get(level)
+            if sorted_a is None and a.shape[0] * directions.shape[0] <= _REAL_CACHE_FLOATS:
+                sorted_a = self._real_sorted[level] = sorted_projections(a, directions)
+            out[f"swd_{size}px"] = 1e3 * sliced_wasserstein(a, b, directions, sorted_a)
         return {"swd": sum(out.values()) / len(out), **out}
 
     def reset(self) -> None:
         self._fake_generator.manual_seed(self.seed)
         if self.reset_real:
             self._real_generator.manual_seed(self.seed)
+            self._real_sorted_key = None
             super().reset()
             return
         real, resolution = list(self.real_descriptors), self.real_resolution.clone()

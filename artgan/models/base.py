@@ -14,6 +14,8 @@ YAML: no list to edit. Each subclass passes every constructor argument it needs 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -90,9 +92,6 @@ class Generator(_Rebuildable, nn.Module):
     supported_resolutions: tuple[int, ...] = RESOLUTIONS
     #: short name that checkpoints of format 1 used ("dcgan"); None for newer classes
     legacy_name: str | None = None
-    #: False when forward() rescales its latent (FastGAN's pixel norm): truncation's psi then has no effect, only
-    #: the redrawing of large components does; generate.py says so
-    latent_scale_matters: bool = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -120,6 +119,13 @@ class Generator(_Rebuildable, nn.Module):
                 return torch.randn(n, self.latent_dim, generator=generator).to(device or "cpu")
             return torch.randn(n, self.latent_dim, device=device)
         return truncated_normal((n, self.latent_dim), check_truncation(truncation), generator, device)
+
+    @contextmanager
+    def truncation(self, psi: float | None) -> Iterator[None]:
+        """Within the block ``forward()`` applies the part of the truncation trick that lives inside the network.
+        Truncated images are ``with G.truncation(psi): G(G.sample_latents(n, truncation=psi))``. Here nothing: the
+        latent is truncated by ``sample_latents``. A generator that rescales its latent overrides both."""
+        yield
 
     def spec(self) -> dict:
         """What rebuilds this network: its registered class path and constructor arguments (plain types)."""

@@ -32,17 +32,22 @@ function of its latent alone.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from artgan.models.base import Generator
+from artgan.models.base import Generator, check_truncation
 from artgan.models.dcgan import dcgan_init_
 
 #: channels per feature-map size, as multiples of ``ngf`` (FastGAN's ``nfc`` table)
 WIDTH_MULTIPLIERS = {4: 16, 8: 8, 16: 4, 32: 2, 64: 2, 128: 1, 256: 0.5, 512: 0.25}
 #: skip-layer excitation connections (source size, target size)
 SLE_CONNECTIONS = ((4, 64), (8, 128), (16, 256), (32, 512))
+#: latents averaged into the mean first feature map that truncation pulls towards
+TRUNCATION_MEAN_LATENTS = 2048
 
 
 def normalize_second_moment(z: Tensor, eps: float = 1e-8) -> Tensor:
@@ -105,8 +110,6 @@ class FastGANGenerator(Generator):
     injection, so sampling is deterministic.
     """
 
-    latent_scale_matters = False  # forward() puts every latent on one sphere: truncation's psi cancels out
-
     def __init__(self, resolution: int = 64, latent_dim: int = 256, ngf: int = 64, lite: bool = True):
         super().__init__(resolution, latent_dim, ngf=ngf, lite=lite)
         if isinstance(ngf, bool) or not isinstance(ngf, int) or ngf < 1:
@@ -128,12 +131,57 @@ class FastGANGenerator(Generator):
         })
         self.to_rgb = nn.Conv2d(widths[self.resolution], 3, 3, 1, 1, bias=True)
         dcgan_init_(self)  # FastGAN's weights_init is the DCGAN one
+        self._truncation: tuple[float, Tensor] | None = None  # (psi, mean 4 x 4 map) inside truncation()
         for m in list(self.modules()):
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
                 spectral_norm(m)
 
+    def _initial(self, z: Tensor) -> Tensor:
+        return self.initial(normalize_second_moment(z).reshape(z.shape[0], self.latent_dim, 1, 1))
+
+    def sample_latents(self, n: int, *, generator: torch.Generator | None = None,
+                       device: torch.device | str | None = None, truncation: float | None = None) -> Tensor:
+        """The usual latents whatever ``truncation``: forward() puts every latent on one sphere, so scaling it
+        would change nothing; psi acts on the first feature map instead (:meth:`truncation`)."""
+        if truncation is not None:
+            check_truncation(truncation)
+        return super().sample_latents(n, generator=generator, device=device)
+
+    @contextmanager
+    def truncation(self, psi: float | None) -> Iterator[None]:
+        """Truncation in feature space, as StyleGAN truncates w: within the block every 4 x 4 feature map is
+        pulled towards the mean one, ``mean + psi * (x - mean)``, the mean taken over
+        ``TRUNCATION_MEAN_LATENTS`` seeded latents with this generator's current weights."""
+        if psi is None or float(psi) == 1.0:
+            yield
+            return
+        previous, self._truncation = self._truncation, (check_truncation(psi), self.mean_initial_features())
+        try:
+            yield
+        finally:
+            self._truncation = previous
+
+    @torch.no_grad()
+    def mean_initial_features(self) -> Tensor:
+        """The mean 4 x 4 feature map ``(1, C, 4, 4)`` over seeded latents, BatchNorm in eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            device = next(self.parameters()).device
+            seeded = torch.Generator().manual_seed(0)
+            total = 0.0
+            for _ in range(TRUNCATION_MEAN_LATENTS // 256):
+                z = torch.randn(256, self.latent_dim, generator=seeded).to(device)
+                total = total + self._initial(z).float().sum(dim=0, keepdim=True)
+            return total / (TRUNCATION_MEAN_LATENTS // 256 * 256)
+        finally:
+            self.train(was_training)
+
     def forward(self, z: Tensor) -> Tensor:
-        x = self.initial(normalize_second_moment(z).reshape(z.shape[0], self.latent_dim, 1, 1))
+        x = self._initial(z)
+        if self._truncation is not None:
+            psi, mean = self._truncation
+            x = torch.lerp(mean.to(x.dtype), x, psi)
         features = {4: x}
         for name, block in self.up.items():
             x = block(x)
