@@ -259,8 +259,12 @@ def test_truncation_sweep_in_evaluate_writes_a_table_and_a_plot(trained, art_fol
     assert saved["sweep"][0]["metrics"]["kid_effnet"] != saved["sweep"][1]["metrics"]["kid_effnet"]
     with Image.open(result["plot"]) as plot:
         assert plot.size == (1000, 360)
+    with Image.open(result["samples"]) as samples:  # the same 8 latents at each psi, one row per psi
+        assert samples.height == 2 * (64 + 4) and samples.width > 8 * 64
+        rows = np.asarray(samples.convert("RGB"))
+        assert not np.array_equal(rows[:68, 64:], rows[68:, 64:])
     out = capsys.readouterr().out
-    assert "psi" in out and "precision_effnet" in out and "truncation.png" in out
+    assert "psi" in out and "precision_effnet" in out and "truncation.png" in out and "truncation_samples.png" in out
 
 
 def test_fastgan_truncation_reaches_its_first_feature_map_in_every_mode(art_folder, tmp_path):

@@ -102,7 +102,8 @@ def _run_mode(mode: str, cfg: DictConfig, loaded: LoadedGenerator, out_dir, trun
 
             result = run_evaluate(loaded, datamodule, desc, out_dir, cfg.evaluator, truncation)
             print_metrics(result)
-            print(f"Wrote {out_dir / 'metrics.json'}" + (f" and {result['plot']}" if result.get("plot") else ""))
+            print(f"Wrote {out_dir / 'metrics.json'}" + (f", {result['plot']} and {result['samples']}"
+                                                         if result.get("plot") else ""))
     return result
 
 

@@ -16,6 +16,8 @@ from omegaconf import DictConfig
 from artgan.errors import ArtGANError
 
 from .checkpoint import LoadedGenerator
+from .images import labelled_rows
+from .sample import generate_images, latents
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +56,20 @@ def run_evaluate(loaded: LoadedGenerator, datamodule, data_desc: str, out_dir: P
     if isinstance(truncation, list):
         result["sweep"] = sweep
         result["plot"] = str(plot_truncation(sweep, out_dir / "truncation.png"))
+        result["samples"] = str(truncation_samples(loaded, psis, evaluator.seed, out_dir / "truncation_samples.png"))
     result["seconds"] = round(time.perf_counter() - start, 2)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=1))
     return result
+
+
+def truncation_samples(loaded: LoadedGenerator, psis: list[float], seed: int, path: Path, count: int = 8) -> Path:
+    """The same ``count`` latents at every psi, one row each: what the sweep's numbers look like."""
+    rows = []
+    for psi in psis:
+        with loaded.generator.truncation(psi):
+            rows.append(generate_images(loaded, latents(loaded, count, seed, psi), batch_size=count))
+    labelled_rows(rows, [f"psi {1.0 if psi is None else psi}" for psi in psis]).save(path)
+    return path
 
 
 def plot_truncation(sweep: list[dict], path: Path) -> Path:

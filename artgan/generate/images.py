@@ -40,6 +40,18 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, p
     return path
 
 
+def labelled_rows(rows: list[torch.Tensor], labels: list[str], label_w: int = 64, padding: int = 2) -> Image.Image:
+    """One grid row per tensor of ``rows`` (each uint8 or float ``(N, 3, H, W)``), its label on the left."""
+    strips = [to_pil(make_grid(images, nrow=len(images), padding=padding)) for images in rows]
+    width, height = max(s.width for s in strips), strips[0].height
+    out = Image.new("RGB", (label_w + width, height * len(strips)), "white")
+    draw = ImageDraw.Draw(out)
+    for i, (strip, label) in enumerate(zip(strips, labels)):
+        out.paste(strip, (label_w, i * height))
+        draw.text((4, i * height + height // 2 - 6), label, fill="black")
+    return out
+
+
 def save_gif(frames: torch.Tensor, path: str | Path, duration_ms: int = 80, loop: int = 0) -> Path:
     """Frames uint8/float (T, 3, H, W) -> animated GIF (adaptive palette per frame)."""
     path = Path(path)
