@@ -438,7 +438,8 @@ class FeatureDistances(Metric):
 
     def _subset_mmd(self, real: Tensor, fake: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
         """``poly_mmd`` of subsets read from the kernels of the whole sets: each kernel entry is computed once
-        instead of once per subset (the real-real kernel once per real set), ~10x faster for 100 subsets."""
+        instead of once per subset (the real-real kernel once per real set): ~5x faster for 100 subsets of 512 from
+        2,000 real and 512 generated features on a 2-core CPU (0.6 s against 3 s)."""
         def kernel(a: Tensor, b: Tensor) -> Tensor:
             return poly_kernel(a, b, self.kid_degree, self.kid_gamma, self.kid_coef)
 
