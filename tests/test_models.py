@@ -65,3 +65,30 @@ def test_latents_come_from_the_generator_and_are_seeded():
     a = g.sample_latents(3, generator=torch.Generator().manual_seed(5))
     b = g.sample_latents(5, generator=torch.Generator().manual_seed(5))
     assert a.shape == (3, 32) and torch.equal(a, b[:3])
+
+
+def test_minibatch_std_sees_a_batch_of_copies():
+    from artgan.models.dcgan import MinibatchStd
+
+    varied = torch.randn(8, 5, 4, 4, generator=torch.Generator().manual_seed(0))
+    copies = varied[:1].expand(8, -1, -1, -1)
+    std_channel = MinibatchStd(4)(varied)[:, -1]
+    assert std_channel.shape == (8, 4, 4) and std_channel.min() > 0.5  # unit-variance features: std near 1
+    assert MinibatchStd(4)(copies)[:, -1].abs().max() < 1e-3  # the same image again: no spread at all
+    # Groups are the largest divisor of the batch up to the group size: 6 -> 3, 7 -> 7 alone -> 1 (zeros).
+    assert MinibatchStd(4)(varied[:6]).shape == (6, 6, 4, 4)
+    assert torch.equal(MinibatchStd(4)(varied[:7])[:, -1], torch.zeros(7, 4, 4))
+    # Each group's value goes to its own members: images 0 and 2 share a group of 4 in a batch of 8.
+    out = MinibatchStd(4)(torch.cat([copies[:4], varied[4:]]))[:, -1, 0, 0]
+    assert out[0] == out[2] and out[0] > 0.1
+
+
+def test_discriminator_with_minibatch_std_and_its_checks():
+    d = Discriminator(64, 8, norm="none", spectral_norm=True, minibatch_std=4)
+    x = torch.randn(4, 3, 64, 64)
+    assert d(x).shape == (4,) and d(x[:1]).shape == (1,)
+    clone = registry.build("discriminator", d.spec())
+    clone.load_state_dict(d.state_dict())
+    assert torch.allclose(clone.eval()(x), d.eval()(x))
+    with pytest.raises(ValueError, match="minibatch_std is a group size"):
+        Discriminator(64, 8, minibatch_std=True)

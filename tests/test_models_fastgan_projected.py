@@ -62,6 +62,15 @@ def test_generator_has_no_transposed_conv_but_the_initial_4x4_and_spectral_norm_
     assert all(m.mode == "nearest" for m in g.modules() if isinstance(m, nn.Upsample))
 
 
+def test_bilinear_upsampling_is_a_setting_and_checked():
+    g = FastGANGenerator(64, latent_dim=16, ngf=8, upsample="bilinear")
+    assert {m.mode for m in g.modules() if isinstance(m, nn.Upsample)} == {"bilinear"}
+    assert g(g.sample_latents(2)).shape == (2, 3, 64, 64)
+    assert registry.build("generator", g.spec()).spec()["kwargs"]["upsample"] == "bilinear"
+    with pytest.raises(ValueError, match="upsample must be one of nearest, bilinear"):
+        FastGANGenerator(64, latent_dim=16, ngf=8, upsample="bicubic")
+
+
 def test_generator_spec_round_trip():
     g = FastGANGenerator(64, latent_dim=16, ngf=8, lite=False)
     with torch.no_grad():

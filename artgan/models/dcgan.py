@@ -63,13 +63,39 @@ def _norm(kind: str, channels: int) -> nn.Module:
     raise ValueError(f"discriminator norm must be one of {', '.join(D_NORMS)}; got {kind!r}")
 
 
+class MinibatchStd(nn.Module):
+    """Appends one channel: the standard deviation of the features across a group of images, averaged to one
+    number per group (Karras et al., ProGAN 2018). A generator that paints the same picture again gets a
+    group std near zero, which D can see and real batches never show: a direct penalty on lost variety.
+    Groups are the largest divisor of the batch up to ``group_size``, so any batch size works."""
+
+    def __init__(self, group_size: int):
+        super().__init__()
+        self.group_size = group_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        g = max(d for d in range(1, min(self.group_size, b) + 1) if b % d == 0)
+        if g == 1:  # a single image has no spread to measure
+            return torch.cat([x, x.new_zeros(b, 1, h, w)], dim=1)
+        groups = x.float().reshape(g, b // g, c, h, w)
+        std = (groups.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # (b // g,)
+        std = std.to(x.dtype).reshape(1, b // g, 1, 1, 1).expand(g, -1, 1, h, w).reshape(b, 1, h, w)
+        return torch.cat([x, std], dim=1)
+
+
 class DCGANDiscriminator(Discriminator):
-    """Stride-2 Conv + LeakyReLU(0.2) blocks from (B, 3, R, R) down to 4 x 4, then one logit per image."""
+    """Stride-2 Conv + LeakyReLU(0.2) blocks from (B, 3, R, R) down to 4 x 4, then one logit per image.
+
+    ``minibatch_std`` > 0 adds ProGAN's minibatch standard deviation channel at 4 x 4, over groups of that many
+    images (0: off, the DCGAN paper's D)."""
 
     def __init__(self, resolution: int = 64, ndf: int = 64, max_channels: int = 512, norm: str = "batch",
-                 spectral_norm: bool = False, channels: int = 3):
+                 spectral_norm: bool = False, channels: int = 3, minibatch_std: int = 0):
+        if isinstance(minibatch_std, bool) or not isinstance(minibatch_std, int) or minibatch_std < 0:
+            raise ValueError(f"minibatch_std is a group size (0 = off, 4 is usual), got {minibatch_std!r}")
         super().__init__(resolution, ndf=ndf, max_channels=max_channels, norm=norm, spectral_norm=spectral_norm,
-                         channels=channels)
+                         channels=channels, minibatch_std=minibatch_std)
         n_down = num_doublings(self.resolution)
         widths = [min(ndf * 2**i, max_channels) for i in range(n_down)]  # R/2 ... 4x4
         layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
@@ -77,7 +103,9 @@ class DCGANDiscriminator(Discriminator):
             # Without a norm layer the conv needs its own bias.
             layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=norm == "none"), _norm(norm, c_out),
                        nn.LeakyReLU(0.2, True)]
-        layers += [nn.Conv2d(widths[-1], 1, 4, 1, 0, bias=False)]
+        if minibatch_std:
+            layers += [MinibatchStd(minibatch_std)]
+        layers += [nn.Conv2d(widths[-1] + (1 if minibatch_std else 0), 1, 4, 1, 0, bias=False)]
         self.net = nn.Sequential(*layers)
         dcgan_init_(self)
         if spectral_norm:

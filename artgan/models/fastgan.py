@@ -75,9 +75,12 @@ def conv_bn_glu(c_in: int, c_out: int, noise: bool) -> list[nn.Module]:
     return layers + [nn.BatchNorm2d(2 * c_out), nn.GLU(dim=1)]
 
 
-def up_block(c_in: int, c_out: int, lite: bool) -> nn.Sequential:
-    """Doubles the size: nearest upsample, then one conv (lite) or two convs with noise (full)."""
-    layers: list[nn.Module] = [nn.Upsample(scale_factor=2, mode="nearest")]
+UPSAMPLE_MODES = ("nearest", "bilinear")
+
+
+def up_block(c_in: int, c_out: int, lite: bool, upsample: str = "nearest") -> nn.Sequential:
+    """Doubles the size: nearest (or bilinear) upsample, then one conv (lite) or two convs with noise (full)."""
+    layers: list[nn.Module] = [nn.Upsample(scale_factor=2, mode=upsample)]
     if lite:
         layers += conv_bn_glu(c_in, c_out, noise=False)
     else:
@@ -107,13 +110,17 @@ class FastGANGenerator(Generator):
 
     ``ngf`` scales every width (FastGAN uses 64, projected-gan 128). ``lite`` (default) picks one conv per
     doubling instead of two: 1.5x to 3x faster on a 2-core CPU (bench/model_cost.py), and without noise
-    injection, so sampling is deterministic.
+    injection, so sampling is deterministic. ``upsample="bilinear"`` interpolates instead of repeating pixels:
+    nearest-neighbour copies leave 2 x 2 blocks that the following 3x3 conv must learn to smooth away.
     """
 
-    def __init__(self, resolution: int = 64, latent_dim: int = 256, ngf: int = 64, lite: bool = True):
-        super().__init__(resolution, latent_dim, ngf=ngf, lite=lite)
+    def __init__(self, resolution: int = 64, latent_dim: int = 256, ngf: int = 64, lite: bool = True,
+                 upsample: str = "nearest"):
+        super().__init__(resolution, latent_dim, ngf=ngf, lite=lite, upsample=upsample)
         if isinstance(ngf, bool) or not isinstance(ngf, int) or ngf < 1:
             raise ValueError(f"ngf must be a positive integer, got {ngf!r}")
+        if upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample must be one of {', '.join(UPSAMPLE_MODES)}; got {upsample!r}")
         sizes = [s for s in WIDTH_MULTIPLIERS if s <= self.resolution]
         widths = {s: int(WIDTH_MULTIPLIERS[s] * ngf) for s in sizes}
         if widths[self.resolution] < 1:
@@ -124,7 +131,7 @@ class FastGANGenerator(Generator):
             nn.BatchNorm2d(2 * widths[4]),
             nn.GLU(dim=1),
         )
-        self.up = nn.ModuleDict({str(s): up_block(widths[s // 2], widths[s], lite) for s in sizes[1:]})
+        self.up = nn.ModuleDict({str(s): up_block(widths[s // 2], widths[s], lite, upsample) for s in sizes[1:]})
         self.excite = nn.ModuleDict({
             str(high): SkipLayerExcitation(widths[low], widths[high])
             for low, high in SLE_CONNECTIONS if high <= self.resolution
