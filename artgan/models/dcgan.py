@@ -93,7 +93,7 @@ class DCGANDiscriminator(Discriminator):
     def __init__(self, resolution: int = 64, ndf: int = 64, max_channels: int = 512, norm: str = "batch",
                  spectral_norm: bool = False, channels: int = 3, minibatch_std: int = 0):
         if isinstance(minibatch_std, bool) or not isinstance(minibatch_std, int) or minibatch_std < 0:
-            raise ValueError(f"minibatch_std is a group size (0 = off, 4 is usual), got {minibatch_std!r}")
+            raise ValueError(f"minibatch_std is a group size (0 = off, 4 is usual), got {minibatch_std!r}.")
         super().__init__(resolution, ndf=ndf, max_channels=max_channels, norm=norm, spectral_norm=spectral_norm,
                          channels=channels, minibatch_std=minibatch_std)
         n_down = num_doublings(self.resolution)

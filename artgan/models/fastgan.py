@@ -3,8 +3,8 @@ Few-shot Image Synthesis"), the generator Projected GAN pairs with its discrimin
 
 Made for a few hundred to a few thousand images:
 
-* **No transposed convolutions** after the first block: each doubling is a nearest-neighbour upsample and 3x3
-  convolutions, so there is no checkerboard grid like DCGAN's. The latent reaches 4 x 4 through one 4 x 4
+* **No transposed convolutions** after the first block: each doubling is a nearest-neighbour (or bilinear)
+  upsample and 3x3 convolutions, so there is no checkerboard grid like DCGAN's. The latent reaches 4 x 4 through one 4 x 4
   transposed convolution of a 1 x 1 map (a linear layer in disguise, which cannot leave a grid).
 * **GLU** after BatchNorm: each conv emits twice the channels, half of them gate the other half.
 * **Lite or full blocks** (``lite``): one conv per doubling (projected-gan's "FastGAN-lite", half the cost) or
@@ -120,7 +120,7 @@ class FastGANGenerator(Generator):
         if isinstance(ngf, bool) or not isinstance(ngf, int) or ngf < 1:
             raise ValueError(f"ngf must be a positive integer, got {ngf!r}")
         if upsample not in UPSAMPLE_MODES:
-            raise ValueError(f"upsample must be one of {', '.join(UPSAMPLE_MODES)}; got {upsample!r}")
+            raise ValueError(f"upsample must be one of {', '.join(UPSAMPLE_MODES)}; got {upsample!r}.")
         sizes = [s for s in WIDTH_MULTIPLIERS if s <= self.resolution]
         widths = {s: int(WIDTH_MULTIPLIERS[s] * ngf) for s in sizes}
         if widths[self.resolution] < 1:
