@@ -366,6 +366,15 @@ def samples_picture(real, samples: dict, recipes: list[Recipe], path: Path, titl
     canvas.save(path, quality=88)  # JPEG: photographic panels stay well under 1 MB
 
 
+def pinning(meta: dict) -> str:
+    jobs, cores = meta["jobs"], meta["machine"]["cores"]
+    if jobs == 1:
+        return "one run at a time"
+    if jobs <= cores:
+        return f"pinned to its own core, {jobs} runs side by side"
+    return f"{jobs} runs side by side on {cores} cores ({cores} pinned one per core, the rest unpinned)"
+
+
 def report(runs: list[dict], recipes: list[Recipe], floor: dict, meta: dict, names: dict) -> str:
     res, minutes = meta["resolution"], meta["minutes"]
     lines = [f"# Sample quality at equal training time: {res} px, {minutes:g} minutes per run, "
@@ -373,7 +382,7 @@ def report(runs: list[dict], recipes: list[Recipe], floor: dict, meta: dict, nam
              f"Command: `{meta['command']}`", "",
              f"Machine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores, no GPU; torch "
              f"{meta['machine']['torch']}, lightning {meta['machine']['lightning']}, Python {meta['machine']['python']}. "
-             f"Each run: one torch thread pinned to its own core, {meta['jobs']} runs side by side; budget = "
+             f"Each run: one torch thread, {pinning(meta)}; budget = "
              f"{minutes:g} minutes of {meta['clock']} time from the first training batch, data loading included "
              f"(bench/budget.py). Load average at "
              f"start {meta['load_start']:.2f}, end {meta['load_end']:.2f}.", "",
