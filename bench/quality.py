@@ -367,6 +367,7 @@ def samples_picture(real, samples: dict, recipes: list[Recipe], path: Path, titl
 
 
 def pinning(meta: dict) -> str:
+    """How the runs shared the cores (train_all pins one run per core only while there are free cores)."""
     jobs, cores = meta["jobs"], meta["machine"]["cores"]
     if jobs == 1:
         return "one run at a time"
