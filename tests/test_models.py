@@ -92,3 +92,24 @@ def test_discriminator_with_minibatch_std_and_its_checks():
     assert torch.allclose(clone.eval()(x), d.eval()(x))
     with pytest.raises(ValueError, match="minibatch_std is a group size"):
         Discriminator(64, 8, minibatch_std=True)
+
+
+def test_discriminator_patch_head_judges_every_location():
+    d = Discriminator(64, 8, norm="none", spectral_norm=True, patch_logits=16)
+    x = torch.randn(4, 3, 64, 64)
+    out = d.eval()(x)  # eval: spectral norm's power iteration would change the weights between calls
+    assert out.shape == (4, 2 * 16 * 16)  # the global logit repeated beside 16 x 16 patch logits
+    assert torch.equal(out[:, :256], out[:, :1].expand(-1, 256))
+    # A local change moves the patch logits near it and leaves distant ones alone (18 px receptive field).
+    y = x.clone()
+    y[:, :, :8, :8] += 1.0
+    moved = (d(y)[:, 256:] - out[:, 256:]).abs().reshape(4, 16, 16)
+    assert moved[:, :2, :2].min() > 0 and moved[:, 6:, 6:].max() == 0
+    # Parameters of the head train with the rest, and the part rebuilds from its spec.
+    d.train()(x).mean().backward()
+    assert d.patch_head.parametrizations.weight.original.grad is not None
+    clone = registry.build("discriminator", d.spec())
+    clone.load_state_dict(d.state_dict())
+    assert torch.allclose(clone.eval()(x), d.eval()(x))
+    with pytest.raises(ValueError, match="patch_logits is the side of the feature map"):
+        Discriminator(64, 8, patch_logits=64)

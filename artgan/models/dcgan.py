@@ -88,16 +88,27 @@ class DCGANDiscriminator(Discriminator):
     """Stride-2 Conv + LeakyReLU(0.2) blocks from (B, 3, R, R) down to 4 x 4, then one logit per image.
 
     ``minibatch_std`` > 0 adds ProGAN's minibatch standard deviation channel at 4 x 4, over groups of that many
-    images (0: off, the DCGAN paper's D)."""
+    images (0: off, the DCGAN paper's D).
+
+    ``patch_logits`` > 0 adds a PatchGAN head (Isola et al. 2017): a 3x3 conv on the ``patch_logits`` px feature
+    map gives every location its own logit, judging local texture (at 16 px on a 64 px image, patches of 18 px)
+    where the global logit judges the whole picture. The output is then ``(B, 2 P)`` for ``P`` locations: the
+    global logit repeated ``P`` times beside the patch logits, so the two heads weigh the same in every loss,
+    which averages its logits."""
 
     def __init__(self, resolution: int = 64, ndf: int = 64, max_channels: int = 512, norm: str = "batch",
-                 spectral_norm: bool = False, channels: int = 3, minibatch_std: int = 0):
+                 spectral_norm: bool = False, channels: int = 3, minibatch_std: int = 0, patch_logits: int = 0):
         if isinstance(minibatch_std, bool) or not isinstance(minibatch_std, int) or minibatch_std < 0:
             raise ValueError(f"minibatch_std is a group size (0 = off, 4 is usual), got {minibatch_std!r}.")
         super().__init__(resolution, ndf=ndf, max_channels=max_channels, norm=norm, spectral_norm=spectral_norm,
-                         channels=channels, minibatch_std=minibatch_std)
+                         channels=channels, minibatch_std=minibatch_std, patch_logits=patch_logits)
         n_down = num_doublings(self.resolution)
         widths = [min(ndf * 2**i, max_channels) for i in range(n_down)]  # R/2 ... 4x4
+        sizes = [self.resolution // 2 ** (i + 1) for i in range(n_down)]
+        if isinstance(patch_logits, bool) or patch_logits not in [0, *sizes]:
+            raise ValueError(f"patch_logits is the side of the feature map whose locations get their own logits: "
+                             f"0 (off) or one of {', '.join(map(str, sizes))} at {self.resolution} px; "
+                             f"got {patch_logits!r}.")
         layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
         for c_in, c_out in zip(widths[:-1], widths[1:]):
             # Without a norm layer the conv needs its own bias.
@@ -107,11 +118,23 @@ class DCGANDiscriminator(Discriminator):
             layers += [MinibatchStd(minibatch_std)]
         layers += [nn.Conv2d(widths[-1] + (1 if minibatch_std else 0), 1, 4, 1, 0, bias=False)]
         self.net = nn.Sequential(*layers)
+        self.patch_head: nn.Conv2d | None = None
+        self._patch_tap = -1  # index in self.net of the activation the patch head reads
+        if patch_logits:
+            block = sizes.index(patch_logits)
+            self._patch_tap = 1 + 3 * block  # conv, LeakyReLU, then (conv, norm, LeakyReLU) per block
+            self.patch_head = nn.Conv2d(widths[block], 1, 3, 1, 1)
         dcgan_init_(self)
         if spectral_norm:
-            for m in self.net:
+            for m in self.modules():
                 if isinstance(m, nn.Conv2d):
                     _spectral_norm(m)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).flatten()
+        if self.patch_head is None:
+            return self.net(x).flatten()
+        for i, layer in enumerate(self.net):
+            x = layer(x)
+            if i == self._patch_tap:
+                patches = self.patch_head(x).flatten(1)
+        return torch.cat([x.flatten(1).expand(-1, patches.shape[1]), patches], dim=1)
