@@ -110,10 +110,12 @@ class DCGANDiscriminator(Discriminator):
                              f"0 (off) or one of {', '.join(map(str, sizes))} at {self.resolution} px; "
                              f"got {patch_logits!r}.")
         layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
+        taps = [len(layers) - 1]  # index of each block's output activation, one per size in ``sizes``
         for c_in, c_out in zip(widths[:-1], widths[1:]):
             # Without a norm layer the conv needs its own bias.
             layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=norm == "none"), _norm(norm, c_out),
                        nn.LeakyReLU(0.2, True)]
+            taps.append(len(layers) - 1)
         if minibatch_std:
             layers += [MinibatchStd(minibatch_std)]
         layers += [nn.Conv2d(widths[-1] + (1 if minibatch_std else 0), 1, 4, 1, 0, bias=False)]
@@ -122,7 +124,7 @@ class DCGANDiscriminator(Discriminator):
         self._patch_tap = -1  # index in self.net of the activation the patch head reads
         if patch_logits:
             block = sizes.index(patch_logits)
-            self._patch_tap = 1 + 3 * block  # conv, LeakyReLU, then (conv, norm, LeakyReLU) per block
+            self._patch_tap = taps[block]
             self.patch_head = nn.Conv2d(widths[block], 1, 3, 1, 1)
         dcgan_init_(self)
         if spectral_norm:
