@@ -162,11 +162,12 @@ class GANModule(L.LightningModule):
             # The last critic step's fakes keep their graph so the G step reuses them (saves a G forward);
             # D sees them detached, so its backward never reaches G.
             with torch.set_grad_enabled(i == self.hparams.n_critic - 1):
-                fake = self.generator(self.generator.sample_latents(batch_size, device=self.device))
+                latents = self.generator.sample_latents(batch_size, device=self.device)
+                fake = self.generator(latents)
             d_out = self._discriminator_step(opt_d, real, fake.detach())
 
         with self.toggled_optimizer(opt_g):  # D's parameters get no gradients in the G step
-            g_loss = self.loss.generator_loss(self._d_forward, fake, real)
+            g_loss = self.loss.generator_loss(self._d_forward, fake, real, latents)
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(g_loss)
             opt_g.step()

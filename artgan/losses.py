@@ -6,7 +6,8 @@ with input gradients for R1, or on real images in the generator step for a relat
 
 * ``discriminator_loss(d, real, fake, step)`` -> :class:`DiscriminatorLoss` (the total to minimize, the
   adversarial part for logging, and D's logits on real and fake for its scores and ADA);
-* ``generator_loss(d, fake, real)`` -> the generator's objective.
+* ``generator_loss(d, fake, real, latents)`` -> the generator's objective, plus the mode-seeking term when
+  ``mode_seeking > 0`` (a regularizer of G, so it lives here beside D's).
 
 ``score`` turns logits into the number logged as D's score (a probability for the BCE loss), ``says_real`` is
 D's decision (for its accuracy) and ``d_wins_g_loss`` tells the divergence guard which generator loss means
@@ -37,15 +38,19 @@ class DiscriminatorLoss:
 
 
 class AdversarialLoss:
-    """Base class: lazy R1 on real images (Mescheder et al. 2018) for any loss; subclasses add the objectives."""
+    """Base class: lazy R1 on real images (Mescheder et al. 2018) and the mode-seeking term (Mao et al. 2019)
+    for any loss; subclasses add the objectives."""
 
     #: generator loss at which D wins completely (with D's accuracy near 1); None disables the guard's rule
     d_wins_g_loss: float | None = None
 
-    def __init__(self, r1_gamma: float = 0.0, r1_every: int = 16):
+    def __init__(self, r1_gamma: float = 0.0, r1_every: int = 16, mode_seeking: float = 0.0):
         if r1_gamma < 0 or r1_every < 1:
             raise ValueError(f"r1_gamma must be >= 0 and r1_every >= 1, got {r1_gamma} and {r1_every}")
+        if mode_seeking < 0:
+            raise ValueError(f"mode_seeking is a loss weight and must be >= 0, got {mode_seeking}")
         self.r1_gamma, self.r1_every = float(r1_gamma), int(r1_every)
+        self.mode_seeking = float(mode_seeking)
 
     # -- what subclasses define
     def d_terms(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
@@ -83,9 +88,12 @@ class AdversarialLoss:
             total = total + 0.5 * self.r1_gamma * self.r1_every * r1_penalty(real_logits, real)
         return DiscriminatorLoss(total, adversarial.detach(), real_logits.detach(), fake_logits.detach())
 
-    def generator_loss(self, d: DiscriminatorFn, fake: Tensor, real: Tensor) -> Tensor:
+    def generator_loss(self, d: DiscriminatorFn, fake: Tensor, real: Tensor, latents: Tensor | None = None) -> Tensor:
         real_logits = d(real).float() if self.g_needs_real_logits else None
-        return self.g_term(d(fake).float(), real_logits)
+        total = self.g_term(d(fake).float(), real_logits)
+        if self.mode_seeking > 0 and latents is not None:
+            total = total + self.mode_seeking * mode_seeking_term(fake, latents)
+        return total
 
     def spec(self) -> dict:
         """A plain description for checkpoints and logs."""
@@ -102,8 +110,9 @@ class NonSaturatingLoss(AdversarialLoss):
 
     d_wins_g_loss = 5.0  # softplus(-logit) >= 5: D(G(z)) < 0.7 %
 
-    def __init__(self, label_smoothing: float = 0.0, r1_gamma: float = 0.0, r1_every: int = 16):
-        super().__init__(r1_gamma, r1_every)
+    def __init__(self, label_smoothing: float = 0.0, r1_gamma: float = 0.0, r1_every: int = 16,
+                 mode_seeking: float = 0.0):
+        super().__init__(r1_gamma, r1_every, mode_seeking)
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.label_smoothing = float(label_smoothing)
@@ -136,8 +145,9 @@ class LeastSquaresLoss(AdversarialLoss):
 
     d_wins_g_loss = 0.45  # 0.5 (logit - 1)^2 >= 0.45: D(G(z)) <= 0.05
 
-    def __init__(self, label_smoothing: float = 0.0, r1_gamma: float = 0.0, r1_every: int = 16):
-        super().__init__(r1_gamma, r1_every)
+    def __init__(self, label_smoothing: float = 0.0, r1_gamma: float = 0.0, r1_every: int = 16,
+                 mode_seeking: float = 0.0):
+        super().__init__(r1_gamma, r1_every, mode_seeking)
         self.label_smoothing = float(label_smoothing)
 
     def d_terms(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
@@ -154,8 +164,9 @@ class WassersteinGPLoss(AdversarialLoss):
     """WGAN-GP (Gulrajani et al. 2017). The penalty is per sample: use a discriminator without BatchNorm.
     An unbounded critic's accuracy says nothing, so the guard's "D wins" rule is off (NaN is still caught)."""
 
-    def __init__(self, gp_weight: float = 10.0, r1_gamma: float = 0.0, r1_every: int = 16):
-        super().__init__(r1_gamma, r1_every)
+    def __init__(self, gp_weight: float = 10.0, r1_gamma: float = 0.0, r1_every: int = 16,
+                 mode_seeking: float = 0.0):
+        super().__init__(r1_gamma, r1_every, mode_seeking)
         self.gp_weight = float(gp_weight)
 
     def d_terms(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
@@ -188,6 +199,18 @@ def gradient_penalty(d: DiscriminatorFn, real: Tensor, fake: Tensor) -> Tensor:
     x_hat = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
     (grad,) = torch.autograd.grad(d(x_hat).float().sum(), x_hat, create_graph=True)
     return ((grad.float().flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
+
+
+def mode_seeking_term(fake: Tensor, latents: Tensor, eps: float = 1e-5) -> Tensor:
+    """MSGAN's regularizer (Mao et al., CVPR 2019, "Mode Seeking GANs"): the batch's two halves are paired, and
+    the term is the inverse of how far apart their images are per unit of latent distance, so G is pushed to
+    map distinct latents to distinct images instead of painting one picture for many of them."""
+    half = fake.shape[0] // 2
+    if half == 0:
+        return fake.new_zeros((), dtype=torch.float32)
+    image_gap = (fake[:half].float() - fake[half:2 * half].float()).abs().mean()
+    latent_gap = (latents[:half].float() - latents[half:2 * half].float()).abs().mean()
+    return 1.0 / (image_gap / latent_gap + eps)
 
 
 def r1_penalty(real_logits: Tensor, real_images: Tensor) -> Tensor:

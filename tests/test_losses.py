@@ -120,3 +120,26 @@ def test_losses_pickle_for_ddp_spawn():
     for loss in (NonSaturatingLoss(0.1), HingeLoss(1.0), LeastSquaresLoss(), WassersteinGPLoss(), RelativisticLoss()):
         clone = pickle.loads(pickle.dumps(loss))
         assert vars(clone) == vars(loss)
+
+
+def test_mode_seeking_term_is_inverse_image_gap_per_latent_gap():
+    from artgan.losses import mode_seeking_term
+
+    latents = torch.cat([torch.zeros(2, 4), torch.ones(2, 4)])           # latent gap 1 per pair
+    fake = torch.cat([torch.zeros(2, 3, 2, 2), torch.full((2, 3, 2, 2), 0.5)])  # image gap 0.5
+    assert mode_seeking_term(fake, latents).item() == pytest.approx(2.0, rel=1e-4)
+    # A generator that paints one picture for different latents gets a large term; varied pictures a small one.
+    assert mode_seeking_term(torch.zeros(4, 3, 2, 2), latents).item() > 1e4
+
+
+def test_mode_seeking_weight_adds_to_generator_loss_only_when_on():
+    fake = torch.cat([torch.zeros(2, 3, 2, 2), torch.full((2, 3, 2, 2), 0.5)])
+    latents = torch.cat([torch.zeros(2, 4), torch.ones(2, 4)])
+    def critic(x):
+        return torch.zeros(x.shape[0])
+    off = HingeLoss().generator_loss(critic, fake, fake, latents)
+    on = HingeLoss(mode_seeking=0.5).generator_loss(critic, fake, fake, latents)
+    assert off.item() == pytest.approx(0.0)
+    assert on.item() == pytest.approx(0.5 * 2.0, rel=1e-4)
+    with pytest.raises(ValueError, match="mode_seeking"):
+        HingeLoss(mode_seeking=-1.0)
