@@ -84,6 +84,24 @@ class MinibatchStd(nn.Module):
         return torch.cat([x, std], dim=1)
 
 
+class HighPassBranch(nn.Module):
+    """Appends ``gain x (x - blur(x))``, the image's finest detail, as extra input channels. Spectral norm bounds
+    D's first layer, and the fine texture a generator gets wrong is low in amplitude, so D barely sees it; the
+    amplified residual (3x3 binomial blur, reflect padding) lets it judge that texture at the same strength."""
+
+    def __init__(self, gain: float):
+        super().__init__()
+        self.gain = float(gain)
+        k = torch.tensor([1.0, 2.0, 1.0])
+        self.register_buffer("kernel", (k[:, None] * k[None, :] / 16).expand(1, 1, 3, 3).clone(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        blur = nn.functional.conv2d(nn.functional.pad(x, (1, 1, 1, 1), mode="reflect"),
+                                    self.kernel.to(x.dtype).expand(c, 1, 3, 3), groups=c)
+        return torch.cat([x, self.gain * (x - blur)], dim=1)
+
+
 class DCGANDiscriminator(Discriminator):
     """Stride-2 Conv + LeakyReLU(0.2) blocks from (B, 3, R, R) down to 4 x 4, then one logit per image.
 
@@ -94,14 +112,22 @@ class DCGANDiscriminator(Discriminator):
     map gives every location its own logit, judging local texture (at 16 px on a 64 px image, patches of 18 px)
     where the global logit judges the whole picture. The output is then ``(B, 2 P)`` for ``P`` locations: the
     global logit repeated ``P`` times beside the patch logits, so the two heads weigh the same in every loss,
-    which averages its logits."""
+    which averages its logits.
+
+    ``highpass_gain`` > 0 gives D the image's high-pass residual times that gain beside the image
+    (:class:`HighPassBranch`; 0: off)."""
 
     def __init__(self, resolution: int = 64, ndf: int = 64, max_channels: int = 512, norm: str = "batch",
-                 spectral_norm: bool = False, channels: int = 3, minibatch_std: int = 0, patch_logits: int = 0):
+                 spectral_norm: bool = False, channels: int = 3, minibatch_std: int = 0, patch_logits: int = 0,
+                 highpass_gain: float = 0.0):
         if isinstance(minibatch_std, bool) or not isinstance(minibatch_std, int) or minibatch_std < 0:
             raise ValueError(f"minibatch_std is a group size (0 = off, 4 is usual), got {minibatch_std!r}.")
+        if isinstance(highpass_gain, bool) or not isinstance(highpass_gain, (int, float)) or highpass_gain < 0:
+            raise ValueError(f"highpass_gain scales the high-pass residual D sees (0 = off, e.g. 4); "
+                             f"got {highpass_gain!r}.")
         super().__init__(resolution, ndf=ndf, max_channels=max_channels, norm=norm, spectral_norm=spectral_norm,
-                         channels=channels, minibatch_std=minibatch_std, patch_logits=patch_logits)
+                         channels=channels, minibatch_std=minibatch_std, patch_logits=patch_logits,
+                         highpass_gain=highpass_gain)
         n_down = num_doublings(self.resolution)
         widths = [min(ndf * 2**i, max_channels) for i in range(n_down)]  # R/2 ... 4x4
         sizes = [self.resolution // 2 ** (i + 1) for i in range(n_down)]
@@ -109,7 +135,9 @@ class DCGANDiscriminator(Discriminator):
             raise ValueError(f"patch_logits is the side of the feature map whose locations get their own logits: "
                              f"0 (off) or one of {', '.join(map(str, sizes))} at {self.resolution} px; "
                              f"got {patch_logits!r}.")
-        layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
+        layers: list[nn.Module] = [HighPassBranch(highpass_gain)] if highpass_gain else []
+        layers += [nn.Conv2d(channels * (2 if highpass_gain else 1), widths[0], 4, 2, 1, bias=False),
+                   nn.LeakyReLU(0.2, True)]
         taps = [len(layers) - 1]  # index of each block's output activation, one per size in ``sizes``
         for c_in, c_out in zip(widths[:-1], widths[1:]):
             # Without a norm layer the conv needs its own bias.

@@ -115,8 +115,8 @@ class FastGANGenerator(Generator):
     """
 
     def __init__(self, resolution: int = 64, latent_dim: int = 256, ngf: int = 64, lite: bool = True,
-                 upsample: str = "nearest"):
-        super().__init__(resolution, latent_dim, ngf=ngf, lite=lite, upsample=upsample)
+                 upsample: str = "nearest", skip_rgb: bool = False):
+        super().__init__(resolution, latent_dim, ngf=ngf, lite=lite, upsample=upsample, skip_rgb=skip_rgb)
         if isinstance(ngf, bool) or not isinstance(ngf, int) or ngf < 1:
             raise ValueError(f"ngf must be a positive integer, got {ngf!r}")
         if upsample not in UPSAMPLE_MODES:
@@ -137,6 +137,10 @@ class FastGANGenerator(Generator):
             for low, high in SLE_CONNECTIONS if high <= self.resolution
         })
         self.to_rgb = nn.Conv2d(widths[self.resolution], 3, 3, 1, 1, bias=True)
+        # StyleGAN2's skip output: every block adds an RGB residual to the upsampled lower-resolution image, so
+        # the fine blocks start from a smooth picture and only paint the detail it lacks.
+        self.skip_to_rgb = nn.ModuleDict({str(s): nn.Conv2d(widths[s], 3, 1, 1, 0, bias=True)
+                                          for s in sizes[1:-1]}) if skip_rgb else None
         dcgan_init_(self)  # FastGAN's weights_init is the DCGAN one
         self._truncation: tuple[float, Tensor] | None = None  # (psi, mean 4 x 4 map) inside truncation()
         for m in list(self.modules()):
@@ -190,9 +194,16 @@ class FastGANGenerator(Generator):
             psi, mean = self._truncation
             x = torch.lerp(mean.to(x.dtype), x, psi)
         features = {4: x}
+        rgb = None
         for name, block in self.up.items():
             x = block(x)
             if name in self.excite:
                 x = self.excite[name](features[int(name) // 16], x)
             features[int(name)] = x
-        return torch.tanh(self.to_rgb(x))
+            if self.skip_to_rgb is not None:
+                if rgb is not None:
+                    rgb = nn.functional.interpolate(rgb, scale_factor=2, mode="bilinear", align_corners=False)
+                if name in self.skip_to_rgb:
+                    rgb = self.skip_to_rgb[name](x) if rgb is None else rgb + self.skip_to_rgb[name](x)
+        out = self.to_rgb(x)
+        return torch.tanh(out if rgb is None else out + rgb)
