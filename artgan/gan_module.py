@@ -145,8 +145,13 @@ class GANModule(L.LightningModule):
 
     def _discriminator_step(self, opt_d, real: Tensor, fake: Tensor) -> DiscriminatorLoss:
         out = self.loss.discriminator_loss(self._d_forward, real, fake, self.d_steps)
+        total = out.total
+        self_supervised = self.discriminator.self_supervised_loss(
+            self.augment(real) if self.augment is not None else real)
+        if self_supervised is not None:
+            total = total + self_supervised
         opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(out.total)
+        self.manual_backward(total)
         opt_d.step()
         self.d_steps += 1
         if self.augment is not None:

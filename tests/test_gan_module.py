@@ -125,6 +125,18 @@ def test_regularizers_and_augmentation_train(tmp_path):
     assert module.sample(n=4).shape == (4, 3, 64, 64)
 
 
+def test_self_supervised_discriminator_trains_its_decoders_in_the_d_step(tmp_path):
+    module = build_module("experiment=best_64", "model.discriminator.reconstruction=1.0",
+                          "model.discriminator.highpass_gain=4.0", "model.generator.skip_rgb=true")
+    fit(module, tmp_path, batches=1)
+    opt_g, opt_d = module.optimizers()
+    decoders = snapshot(module.discriminator.reconstruction)
+    real = torch.rand(8, 3, 64, 64) * 2 - 1
+    module._discriminator_step(opt_d, real, module.generator(module.generator.sample_latents(8)).detach())
+    assert changed(decoders, module.discriminator.reconstruction)
+    assert module.sample(n=2).shape == (2, 3, 64, 64)
+
+
 def test_checkpoint_keeps_fixed_noise_and_generator_spec(tmp_path):
     module = build_module("model.ema_decay=0.99")
     trainer = fit(module, tmp_path, batches=1)

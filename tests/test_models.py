@@ -113,3 +113,39 @@ def test_discriminator_patch_head_judges_every_location():
     assert torch.allclose(clone.eval()(x), d.eval()(x))
     with pytest.raises(ValueError, match="patch_logits is the side of the feature map"):
         Discriminator(64, 8, patch_logits=64)
+
+
+def test_discriminator_highpass_branch_sees_only_detail():
+    d = Discriminator(64, 8, norm="none", spectral_norm=True, highpass_gain=4.0).eval()
+    branch = d.net[0]
+    flat = torch.full((2, 3, 64, 64), 0.3)
+    assert torch.allclose(branch(flat)[:, 3:], torch.zeros(2, 3, 64, 64), atol=1e-6)  # no detail, no residual
+    stripes = torch.zeros(1, 3, 64, 64)
+    stripes[..., ::2] = 1.0  # the finest pattern an image can hold
+    residual = branch(stripes)[:, 3:]
+    assert torch.allclose(residual[..., 8:-8, 8:-8].abs(), torch.full_like(residual[..., 8:-8, 8:-8], 2.0))
+    assert d.net[1].in_channels == 6 and d(stripes).shape == (1,)
+    assert Discriminator(64, 8).net[0].in_channels == 3  # off by default: the DCGAN D is unchanged
+    with pytest.raises(ValueError, match="highpass_gain"):
+        Discriminator(64, 8, highpass_gain=-1.0)
+
+
+@pytest.mark.parametrize("resolution", [64, 128])
+def test_discriminator_self_supervision_learns_to_rebuild_real_images(resolution):
+    torch.manual_seed(0)
+    assert Discriminator(resolution, 8).self_supervised_loss(torch.zeros(1, 3, resolution, resolution)) is None
+    d = Discriminator(resolution, 16, norm="none", spectral_norm=True, reconstruction=2.0)
+    real = torch.rand(4, 3, resolution, resolution) * 2 - 1
+    opt = torch.optim.Adam(d.parameters(), 1e-3, betas=(0.0, 0.99))
+    first = float(d.self_supervised_loss(real))
+    for _ in range(40):
+        loss = d.self_supervised_loss(real)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(d.self_supervised_loss(real)) < 0.8 * first
+    # The encoder it trains is D's own, and the decoders never enter the logits.
+    assert d.net[0].parametrizations.weight.original.grad is not None
+    assert d(real).shape == (4,)
+    assert sum("reconstruction" in k for k in d.state_dict()) > 0
+    assert not any("reconstruction" in k for k in Discriminator(resolution, 16).state_dict())

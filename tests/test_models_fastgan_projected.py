@@ -210,3 +210,19 @@ def test_channels_last_input_gives_the_same_logits(d64_224):
 def test_backbone_size_is_checked(bad):
     with pytest.raises(ValueError, match="backbone_size"):
         ProjectedDiscriminator(64, backbone_size=bad)
+
+
+def test_skip_rgb_adds_the_upsampled_coarse_images_and_is_off_by_default():
+    torch.manual_seed(0)
+    g = FastGANGenerator(64, latent_dim=16, ngf=8, skip_rgb=True).eval()
+    assert sorted(g.skip_to_rgb) == ["16", "32", "8"]
+    z = g.sample_latents(3)
+    g.to_rgb = torch.nn.Conv2d(g.to_rgb.in_channels, 3, 3, 1, 1)
+    torch.nn.init.zeros_(g.to_rgb.weight), torch.nn.init.zeros_(g.to_rgb.bias)
+    with torch.no_grad():  # with the 64 px RGB layer silenced the picture is the upsampled coarse one
+        coarse = g(z)
+    assert coarse.abs().max() > 0
+    blocky = coarse[..., 0::2, 0::2] - coarse[..., 1::2, 0::2]  # bilinear, not pixel copies
+    assert blocky.abs().max() > 0
+    plain = FastGANGenerator(64, latent_dim=16, ngf=8)
+    assert plain.skip_to_rgb is None and not any("skip_to_rgb" in k for k in plain.state_dict())

@@ -150,6 +150,10 @@ class Discriminator(_Rebuildable, nn.Module):
     def spec(self) -> dict:
         return spec_of(self)
 
+    def self_supervised_loss(self, real: Tensor) -> Tensor | None:
+        """An extra loss D minimizes on the real images it sees (FastGAN's reconstruction); None: it has none."""
+        return None
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         """What the optimizer updates: everything that requires a gradient (a frozen backbone does not)."""
         return [p for p in self.parameters() if p.requires_grad]

@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from artgan.models.base import Discriminator, Generator, num_doublings
+from artgan.models.reconstruction import ReconstructionHead
 
 D_NORMS = ("batch", "instance", "none")
 
@@ -115,19 +116,24 @@ class DCGANDiscriminator(Discriminator):
     which averages its logits.
 
     ``highpass_gain`` > 0 gives D the image's high-pass residual times that gain beside the image
-    (:class:`HighPassBranch`; 0: off)."""
+    (:class:`HighPassBranch`; 0: off). ``reconstruction`` > 0 adds FastGAN's self-supervision with that weight:
+    decoders rebuild each real image from the 8 px features and a random quarter of it from the 16 px ones
+    (:class:`~artgan.models.reconstruction.ReconstructionHead`; 0: off)."""
 
     def __init__(self, resolution: int = 64, ndf: int = 64, max_channels: int = 512, norm: str = "batch",
                  spectral_norm: bool = False, channels: int = 3, minibatch_std: int = 0, patch_logits: int = 0,
-                 highpass_gain: float = 0.0):
+                 highpass_gain: float = 0.0, reconstruction: float = 0.0):
         if isinstance(minibatch_std, bool) or not isinstance(minibatch_std, int) or minibatch_std < 0:
             raise ValueError(f"minibatch_std is a group size (0 = off, 4 is usual), got {minibatch_std!r}.")
         if isinstance(highpass_gain, bool) or not isinstance(highpass_gain, (int, float)) or highpass_gain < 0:
             raise ValueError(f"highpass_gain scales the high-pass residual D sees (0 = off, e.g. 4); "
                              f"got {highpass_gain!r}.")
+        if isinstance(reconstruction, bool) or not isinstance(reconstruction, (int, float)) or reconstruction < 0:
+            raise ValueError(f"reconstruction is the weight of D's self-supervised loss (0 = off, e.g. 1); "
+                             f"got {reconstruction!r}.")
         super().__init__(resolution, ndf=ndf, max_channels=max_channels, norm=norm, spectral_norm=spectral_norm,
                          channels=channels, minibatch_std=minibatch_std, patch_logits=patch_logits,
-                         highpass_gain=highpass_gain)
+                         highpass_gain=highpass_gain, reconstruction=reconstruction)
         n_down = num_doublings(self.resolution)
         widths = [min(ndf * 2**i, max_channels) for i in range(n_down)]  # R/2 ... 4x4
         sizes = [self.resolution // 2 ** (i + 1) for i in range(n_down)]
@@ -154,11 +160,27 @@ class DCGANDiscriminator(Discriminator):
             block = sizes.index(patch_logits)
             self._patch_tap = taps[block]
             self.patch_head = nn.Conv2d(widths[block], 1, 3, 1, 1)
+        self.reconstruction_weight = float(reconstruction)
+        self.reconstruction: ReconstructionHead | None = None
+        if reconstruction:
+            self._reconstruction_taps = (taps[sizes.index(16)], taps[sizes.index(8)])
+            self.reconstruction = ReconstructionHead(widths[sizes.index(8)], widths[sizes.index(16)])
         dcgan_init_(self)
-        if spectral_norm:
-            for m in self.modules():
+        if spectral_norm:  # the judging layers; the decoders only serve D's self-supervision
+            for m in [*self.net.modules(), *(self.patch_head.modules() if self.patch_head is not None else [])]:
                 if isinstance(m, nn.Conv2d):
                     _spectral_norm(m)
+
+    def self_supervised_loss(self, real: torch.Tensor) -> torch.Tensor | None:
+        if self.reconstruction is None:
+            return None
+        fine_tap, coarse_tap = self._reconstruction_taps
+        x = real
+        for i, layer in enumerate(self.net[:coarse_tap + 1]):
+            x = layer(x)
+            if i == fine_tap:
+                fine = x
+        return self.reconstruction_weight * self.reconstruction.loss(real, fine, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.patch_head is None:
