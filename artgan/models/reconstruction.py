@@ -15,12 +15,12 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 
-def _decoder(c_in: int, doublings: int) -> nn.Sequential:
-    """``doublings`` x (nearest upsample, 3x3 conv, BatchNorm, GLU), halving the width each time, then RGB."""
+def _decoder(c_in: int, doublings: int, width: int) -> nn.Sequential:
+    """``doublings`` x (nearest upsample, 3x3 conv, BatchNorm, GLU) at ``width`` channels, then RGB."""
     layers: list[nn.Module] = []
     c = c_in
     for _ in range(doublings):
-        c_out = max(c // 2, 8)
+        c_out = width
         layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c, 2 * c_out, 3, 1, 1, bias=False),
                    nn.BatchNorm2d(2 * c_out), nn.GLU(dim=1)]
         c = c_out
@@ -32,10 +32,10 @@ class ReconstructionHead(nn.Module):
     ``4 x coarse_size`` px; a random quarter of the fine one (``2 x coarse_size`` px) rebuilds that quarter of
     the image at ``4 x coarse_size`` px as well (the image's full resolution when it is 8 x the coarse map)."""
 
-    def __init__(self, coarse_channels: int, fine_channels: int):
+    def __init__(self, coarse_channels: int, fine_channels: int, width: int = 16):
         super().__init__()
-        self.whole = _decoder(coarse_channels, 2)
-        self.part = _decoder(fine_channels, 2)
+        self.whole = _decoder(coarse_channels, 2, width)
+        self.part = _decoder(fine_channels, 2, width)
 
     def loss(self, image: Tensor, fine: Tensor, coarse: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Mean L1 error of both reconstructions against the image (B, 3, R, R) D saw."""
