@@ -30,6 +30,8 @@ from artgan.models.base import Discriminator, Generator
 # The per-step statistics the module logs (train/<name>_step, train/<name>_epoch); plots and the divergence
 # guard read them by these names.
 LOGGED_STATS = ("d_loss", "g_loss", "d_real", "d_fake", "d_acc_real", "d_acc_fake")
+# Logged only when the discriminator has a self-supervised loss (model.discriminator.reconstruction > 0).
+SELF_SUPERVISED_STAT = "d_self_supervised"
 
 
 class GANModule(L.LightningModule):
@@ -80,11 +82,13 @@ class GANModule(L.LightningModule):
         self.register_buffer("fixed_noise", noise)  # in the checkpoint, so a resumed run keeps its noise
         # nan_strategy="disable": the default ("warn") checks every update for NaN with `if nans.any()`, a host
         # sync per logged value per step on a GPU. A NaN loss shows up as a NaN epoch mean instead.
-        self.epoch_means = nn.ModuleDict({k: MeanMetric(nan_strategy="disable") for k in LOGGED_STATS})
+        self.epoch_means = nn.ModuleDict({k: MeanMetric(nan_strategy="disable")
+                                          for k in (*LOGGED_STATS, SELF_SUPERVISED_STAT)})
         self.images_seen = 0
         self.d_steps = 0
         self._epoch_means_logged = False
         self.step_stats: dict[str, Tensor] = {}  # this step's losses and D scores, on the device
+        self._d_self_supervised: Tensor | None = None  # D's last self-supervised loss, if it has one
         self.progress_values: dict[str, float] = {}  # host copies for the progress bar, refreshed when logged
         if init_from:
             finetune.init_from(self, init_from)
@@ -150,6 +154,7 @@ class GANModule(L.LightningModule):
             self.augment(real) if self.augment is not None else real)
         if self_supervised is not None:
             total = total + self_supervised
+            self._d_self_supervised = self_supervised.detach()
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(total)
         opt_d.step()
@@ -194,6 +199,8 @@ class GANModule(L.LightningModule):
             "d_acc_real": says_real(d_out.real_logits).float().mean(),
             "d_acc_fake": (~says_real(d_out.fake_logits)).float().mean(),
         }
+        if self._d_self_supervised is not None:
+            self.step_stats[SELF_SUPERVISED_STAT] = self._d_self_supervised
         for name, value in self.step_stats.items():
             self.epoch_means[name].update(value)
         # Lightning keeps a reference to a logged Metric and computes it (synced across devices) at the end of

@@ -137,6 +137,23 @@ def test_self_supervised_discriminator_trains_its_decoders_in_the_d_step(tmp_pat
     assert module.sample(n=2).shape == (2, 3, 64, 64)
 
 
+def test_self_supervised_loss_is_logged_only_when_d_has_one(tmp_path):
+    for reconstruction, expected in ((1.0, True), (0.0, False)):
+        logger = RecordingLogger()
+        images = torch.randint(0, 256, (16 * 2, 3, 64, 64), dtype=torch.uint8)
+        trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=logger, log_every_n_steps=1,
+                            enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
+        trainer.fit(build_module("experiment=best_64", f"model.discriminator.reconstruction={reconstruction}"),
+                    DataLoader(images, batch_size=16))
+        steps = [m["train/d_self_supervised_step"] for _, m in logger.rows if "train/d_self_supervised_step" in m]
+        epochs = [m["train/d_self_supervised_epoch"] for _, m in logger.rows if "train/d_self_supervised_epoch" in m]
+        if expected:  # an L1 error of images in [-1, 1]: positive, at most 2 per reconstruction
+            assert len(steps) == 2 and all(0.0 < v < 4.0 for v in steps)
+            assert epochs == [pytest.approx(sum(steps) / 2, rel=1e-5)]
+        else:
+            assert steps == [] and epochs == []
+
+
 def test_checkpoint_keeps_fixed_noise_and_generator_spec(tmp_path):
     module = build_module("model.ema_decay=0.99")
     trainer = fit(module, tmp_path, batches=1)
