@@ -3,7 +3,7 @@
 It is the algorithm of ``GANModule.training_step`` written as a user would in a notebook, and a strict one:
 per batch, ``n_critic`` D steps on real + detached fake images, then one G step that reuses the last fake
 (no second G forward) with D's parameters frozen (``requires_grad_(False)``) so the G backward computes no
-D weight gradients. Non-saturating BCE or hinge loss, the DiffAugment module it is given on everything D sees,
+D weight gradients; D's self-supervised loss on the reals where it has one. Non-saturating BCE or hinge loss, the DiffAugment module it is given on everything D sees,
 the optimizers it is given (Adam in the benchmark), uint8 batches turned into [-1, 1] on the device. Nothing is
 logged and nothing is read back to the host.
 """
@@ -78,6 +78,9 @@ class PlainGANLoop:
             with self.autocast():
                 d_loss = self.d_loss(self.d(self.augment(real)).float(),
                                      self.d(self.augment(fake.detach())).float())
+                self_supervised = self.d.self_supervised_loss(self.augment(real))  # FastGAN's reconstruction
+                if self_supervised is not None:
+                    d_loss = d_loss + self_supervised
             self.opt_d.zero_grad(set_to_none=True)
             self._backward_step(d_loss, self.opt_d)
         for p in self.d_trained:
