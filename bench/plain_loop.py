@@ -3,9 +3,9 @@
 It is the algorithm of ``GANModule.training_step`` written as a user would in a notebook, and a strict one:
 per batch, ``n_critic`` D steps on real + detached fake images, then one G step that reuses the last fake
 (no second G forward) with D's parameters frozen (``requires_grad_(False)``) so the G backward computes no
-D weight gradients; D's self-supervised loss on the reals where it has one. Non-saturating BCE or hinge loss, the DiffAugment module it is given on everything D sees,
-the optimizers it is given (Adam in the benchmark), uint8 batches turned into [-1, 1] on the device. Nothing is
-logged and nothing is read back to the host.
+D weight gradients; D's self-supervised loss on the reals where it has one. Non-saturating BCE or hinge loss,
+the DiffAugment module it is given on everything D sees, the optimizers it is given (Adam in the benchmark),
+uint8 batches turned into [-1, 1] on the device. Nothing is logged and nothing is read back to the host.
 """
 
 from __future__ import annotations
