@@ -39,6 +39,7 @@ __all__ = [
     "SpectralDistance",
     "frequency_band",
     "radial_frequencies",
+    "log_radial_spectrum",
     "radial_power_spectrum",
     "spectral_distance",
 ]
@@ -76,8 +77,14 @@ def radial_power_spectrum(images: Tensor) -> Tensor:
     """
     if images.dim() != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
         raise ValueError(f"expected square images of shape (B, 3, R, R), got {tuple(images.shape)}")
-    size = images.shape[-1]
     x = to_model_range(images) if images.dtype == torch.uint8 else images.detach().float()
+    return log_radial_spectrum(x)
+
+
+def log_radial_spectrum(x: Tensor) -> Tensor:
+    """:func:`radial_power_spectrum` of float images ``(B, 3, R, R)`` in ``[-1, 1]``, differentiable (the
+    spectral regularizer in :mod:`artgan.losses` backpropagates through it)."""
+    size = x.shape[-1]
     gray = torch.einsum("bchw,c->bhw", x, x.new_tensor(LUMA_WEIGHTS))
     gray = gray - gray.mean(dim=(1, 2), keepdim=True)
     # The periodic Hann window's DFT has three taps, so a pure frequency spreads to its neighbours only.
