@@ -103,6 +103,7 @@ class Recipe:
     summary: str = ""
     precision: str = ""
     trains_in_effnet_space: bool = False  # its D looks through EfficientNet-Lite0
+    trains_on_spectrum: bool = False  # its G trains against the spectrum spectral_hf compares
 
 
 def parse_recipe(text: str) -> Recipe:
@@ -143,6 +144,10 @@ def describe(recipe: Recipe, data_root: Path) -> Recipe:
     parts.append(recipe.precision)
     recipe.summary = ", ".join(parts)
     recipe.trains_in_effnet_space = "projected" in str(m.discriminator._target_).lower()
+    recipe.trains_on_spectrum = bool(m.loss.get("spectrum_matching"))
+    if recipe.trains_on_spectrum:
+        parts.insert(-1, f"spectral regularizer {m.loss.spectrum_matching:g}")
+        recipe.summary = ", ".join(parts)
     return recipe
 
 
@@ -393,7 +398,9 @@ def report(runs: list[dict], recipes: list[Recipe], floor: dict, meta: dict, nam
              f"SWD x1e3 with {meta['protocol']['swd']['num_directions']}x{meta['protocol']['swd']['num_repeats']} "
              "directions, spectral distance above half Nyquist, colour KL, and FID / KID / diversity in "
              "EfficientNet-Lite0 features). Marked *: the recipe's discriminator looks through EfficientNet-Lite0, "
-             "so its FID/KID are measured in the space it trains against.", "", "Recipes:", ""]
+             "so its FID/KID are measured in the space it trains against. Marked †: the recipe's generator "
+             "trains against the power spectrum that spectral_hf compares (model.loss.spectrum_matching).",
+             "", "Recipes:", ""]
     for r in recipes:
         lines.append(f"* `{r.label}` (`experiment={r.experiment}{' ' + ' '.join(r.overrides) if r.overrides else ''}`)"
                      f": {r.summary}")
@@ -402,7 +409,9 @@ def report(runs: list[dict], recipes: list[Recipe], floor: dict, meta: dict, nam
     for r in runs:
         f = final(r)
         star = "*" if names[r["recipe"]].trains_in_effnet_space else ""
-        cells = [f"{f[k]:.4g}{star if k.endswith('_effnet') else ''}" for k in SHOWN]
+        dagger = "†" if names[r["recipe"]].trains_on_spectrum else ""
+        cells = [f"{f[k]:.4g}{star if k.endswith('_effnet') else dagger if k.startswith('spectral') else ''}"
+                 for k in SHOWN]
         lines.append(f"| {r['recipe']} | {r['seed']} | {f['images_seen']:,} | {f['g_steps']:,} | " + " | ".join(cells)
                      + " |")
     lines += ["", "Mean ± std over seeds, and the real-vs-real floor (two halves of the paintings):", "",
