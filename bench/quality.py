@@ -140,14 +140,13 @@ def describe(recipe: Recipe, data_root: Path) -> Recipe:
         parts.append(f"EMA G {m.ema_decay:g}")
     if m.loss.get("r1_gamma"):
         parts.append(f"R1 {m.loss.r1_gamma:g}/{m.loss.r1_every}")
+    if m.loss.get("spectrum_matching"):
+        parts.append(f"spectral regularizer {m.loss.spectrum_matching:g}")
     recipe.precision = resolve_precision(cfg.trainer.precision, "cpu")[0]
     parts.append(recipe.precision)
     recipe.summary = ", ".join(parts)
     recipe.trains_in_effnet_space = "projected" in str(m.discriminator._target_).lower()
     recipe.trains_on_spectrum = bool(m.loss.get("spectrum_matching"))
-    if recipe.trains_on_spectrum:
-        parts.insert(-1, f"spectral regularizer {m.loss.spectrum_matching:g}")
-        recipe.summary = ", ".join(parts)
     return recipe
 
 

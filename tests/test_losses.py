@@ -153,12 +153,16 @@ def _smooth_images(n: int, seed: int) -> torch.Tensor:
     return (smooth + 0.02 * torch.randn(n, 3, 64, 64, generator=g)).clamp(-1, 1)
 
 
+#: a one-pixel checkerboard of +-1 at 64 px, the up-sampling artefact the spectral regularizer is for
+CHECKERBOARD = (torch.arange(64)[:, None] + torch.arange(64)[None, :]) % 2 * 2 - 1.0
+
+
 def test_spectrum_matching_term_is_zero_for_one_set_and_grows_with_a_checkerboard():
     from artgan.losses import spectrum_matching_term
 
     real = _smooth_images(8, 0)
     assert spectrum_matching_term(real, real).item() == pytest.approx(0.0, abs=1e-12)
-    checker = (torch.arange(64)[:, None] + torch.arange(64)[None, :]) % 2 * 2 - 1.0
+    checker = CHECKERBOARD
     faint = (real + 0.02 * checker).clamp(-1, 1)
     strong = (real + 0.1 * checker).clamp(-1, 1)
     assert 0 < spectrum_matching_term(faint, real).item() < spectrum_matching_term(strong, real).item()
@@ -169,7 +173,7 @@ def test_spectrum_matching_gradient_removes_the_checkerboard():
     from artgan.losses import spectrum_matching_term
 
     real = _smooth_images(8, 0)
-    checker = (torch.arange(64)[:, None] + torch.arange(64)[None, :]) % 2 * 2 - 1.0
+    checker = CHECKERBOARD
     fake = (_smooth_images(8, 1) + 0.1 * checker).requires_grad_(True)
     opt = torch.optim.Adam([fake], lr=5e-3)
     before = spectrum_matching_term(fake, real).item()
