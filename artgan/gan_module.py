@@ -244,6 +244,7 @@ class GANModule(L.LightningModule):
             "generator": self.generator.spec(),
             "discriminator": self.discriminator.spec(),
             "loss": self.loss.spec(),
+            "loss_state": self.loss.state_dict(),
             "has_ema": self.generator_ema is not None,
             "images_seen": self.images_seen,
             "d_steps": self.d_steps,
@@ -256,6 +257,7 @@ class GANModule(L.LightningModule):
         state = checkpoint.get("artgan", {})
         self.images_seen = int(state.get("images_seen", 0))
         self.d_steps = int(state.get("d_steps", 0))
+        self.loss.load_state_dict(state.get("loss_state", {}))
 
 
 def check_parts_agree(generator: Generator, discriminator: Discriminator, resolution: int | None,

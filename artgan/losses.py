@@ -10,7 +10,8 @@ with input gradients for R1, or on real images in the generator step for a relat
   ``mode_seeking > 0`` and the spectral regularizer when ``spectrum_matching > 0`` (regularizers of G, so they
   live here beside D's).
 
-``score`` turns logits into the number logged as D's score (a probability for the BCE loss), ``says_real`` is
+``discriminator_loss`` adds LeCam's regularizer when ``lecam > 0``; its anchors are the loss's only training state
+(``state_dict``, saved in checkpoints). ``score`` turns logits into the number logged as D's score (a probability for the BCE loss), ``says_real`` is
 D's decision (for its accuracy) and ``d_wins_g_loss`` tells the divergence guard which generator loss means
 "D wins completely" (None: the rule does not apply). A new loss is a subclass that implements ``d_terms`` and
 ``g_term`` (and overrides what else differs) plus a YAML in conf/model/loss/.
@@ -48,15 +49,20 @@ class AdversarialLoss:
     d_wins_g_loss: float | None = None
 
     def __init__(self, r1_gamma: float = 0.0, r1_every: int = 16, mode_seeking: float = 0.0,
-                 spectrum_matching: float = 0.0):
+                 spectrum_matching: float = 0.0, lecam: float = 0.0, lecam_decay: float = 0.99):
         if r1_gamma < 0 or r1_every < 1:
             raise ValueError(f"r1_gamma must be >= 0 and r1_every >= 1, got {r1_gamma} and {r1_every}")
-        for name, weight in (("mode_seeking", mode_seeking), ("spectrum_matching", spectrum_matching)):
+        for name, weight in (("mode_seeking", mode_seeking), ("spectrum_matching", spectrum_matching),
+                             ("lecam", lecam)):
             if weight < 0:
                 raise ValueError(f"{name} is a loss weight and must be >= 0, got {weight}")
+        if not 0.0 <= lecam_decay < 1.0:
+            raise ValueError(f"lecam_decay must be in [0, 1), got {lecam_decay}")
         self.r1_gamma, self.r1_every = float(r1_gamma), int(r1_every)
         self.mode_seeking = float(mode_seeking)
         self.spectrum_matching = float(spectrum_matching)
+        self.lecam, self.lecam_decay = float(lecam), float(lecam_decay)
+        self._anchors = LogitAnchors(self.lecam_decay)  # training state, not a setting: see state_dict
 
     # -- what subclasses define
     def d_terms(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
@@ -92,6 +98,9 @@ class AdversarialLoss:
             total = total + extra
         if lazy_r1:  # lazy regularization (StyleGAN2): every r1_every steps, scaled up to compensate
             total = total + 0.5 * self.r1_gamma * self.r1_every * r1_penalty(real_logits, real)
+        if self.lecam > 0:
+            self._anchors.update(real_logits, fake_logits)
+            total = total + self.lecam * lecam_term(real_logits, fake_logits, self._anchors)
         return DiscriminatorLoss(total, adversarial.detach(), real_logits.detach(), fake_logits.detach())
 
     def generator_loss(self, d: DiscriminatorFn, fake: Tensor, real: Tensor, latents: Tensor | None = None) -> Tensor:
@@ -103,12 +112,22 @@ class AdversarialLoss:
             total = total + self.spectrum_matching * spectrum_matching_term(fake, real)
         return total
 
+    def settings(self) -> dict:
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
     def spec(self) -> dict:
         """A plain description for checkpoints and logs."""
-        return {"class": f"{type(self).__module__}.{type(self).__qualname__}", **vars(self)}
+        return {"class": f"{type(self).__module__}.{type(self).__qualname__}", **self.settings()}
+
+    def state_dict(self) -> dict:
+        """What the loss learns while training (LeCam's anchors), for checkpoints and exact resume."""
+        return {"lecam_anchors": self._anchors.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._anchors.load_state_dict(state.get("lecam_anchors", {}))
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
         return f"{type(self).__name__}({args})"
 
 
@@ -118,9 +137,8 @@ class NonSaturatingLoss(AdversarialLoss):
 
     d_wins_g_loss = 5.0  # softplus(-logit) >= 5: D(G(z)) < 0.7 %
 
-    def __init__(self, label_smoothing: float = 0.0, r1_gamma: float = 0.0, r1_every: int = 16,
-                 mode_seeking: float = 0.0, spectrum_matching: float = 0.0):
-        super().__init__(r1_gamma, r1_every, mode_seeking, spectrum_matching)
+    def __init__(self, label_smoothing: float = 0.0, **regularizers):
+        super().__init__(**regularizers)
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.label_smoothing = float(label_smoothing)
@@ -153,9 +171,8 @@ class LeastSquaresLoss(AdversarialLoss):
 
     d_wins_g_loss = 0.45  # 0.5 (logit - 1)^2 >= 0.45: D(G(z)) <= 0.05
 
-    def __init__(self, label_smoothing: float = 0.0, r1_gamma: float = 0.0, r1_every: int = 16,
-                 mode_seeking: float = 0.0, spectrum_matching: float = 0.0):
-        super().__init__(r1_gamma, r1_every, mode_seeking, spectrum_matching)
+    def __init__(self, label_smoothing: float = 0.0, **regularizers):
+        super().__init__(**regularizers)
         self.label_smoothing = float(label_smoothing)
 
     def d_terms(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
@@ -172,9 +189,8 @@ class WassersteinGPLoss(AdversarialLoss):
     """WGAN-GP (Gulrajani et al. 2017). The penalty is per sample: use a discriminator without BatchNorm.
     An unbounded critic's accuracy says nothing, so the guard's "D wins" rule is off (NaN is still caught)."""
 
-    def __init__(self, gp_weight: float = 10.0, r1_gamma: float = 0.0, r1_every: int = 16,
-                 mode_seeking: float = 0.0, spectrum_matching: float = 0.0):
-        super().__init__(r1_gamma, r1_every, mode_seeking, spectrum_matching)
+    def __init__(self, gp_weight: float = 10.0, **regularizers):
+        super().__init__(**regularizers)
         self.gp_weight = float(gp_weight)
 
     def d_terms(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
@@ -230,6 +246,39 @@ def spectrum_matching_term(fake: Tensor, real: Tensor) -> Tensor:
     one G trains against: judge by SWD and the pictures too."""
     gap = log_radial_spectrum(fake.float()).mean(0) - log_radial_spectrum(real.detach().float()).mean(0)
     return gap.square().mean().float()
+
+
+class LogitAnchors:
+    """Moving averages of D's mean logit on real and on generated images, LeCam's anchors; they start at the
+    first batch's means. Tensors on D's device, so updating them costs no host sync."""
+
+    def __init__(self, decay: float):
+        self.decay = decay
+        self.real: Tensor | float | None = None
+        self.fake: Tensor | float | None = None
+
+    def update(self, real_logits: Tensor, fake_logits: Tensor) -> None:
+        real, fake = real_logits.detach().float().mean(), fake_logits.detach().float().mean()
+        if self.real is None:
+            self.real, self.fake = real, fake
+        else:
+            self.real = torch.lerp(real, torch.as_tensor(self.real, device=real.device), self.decay)
+            self.fake = torch.lerp(fake, torch.as_tensor(self.fake, device=fake.device), self.decay)
+
+    def state_dict(self) -> dict:
+        return {} if self.real is None else {"real": float(self.real), "fake": float(self.fake)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.real, self.fake = state.get("real"), state.get("fake")
+
+
+def lecam_term(real_logits: Tensor, fake_logits: Tensor, anchors: LogitAnchors) -> Tensor:
+    """LeCam regularization (Tseng et al., CVPR 2021, "Regularizing GANs under Limited Data"): D's logits on
+    real images are pulled towards the moving average of its logits on generated ones, and vice versa (one-sided,
+    as in the paper's BigGAN code). It bounds how far D can separate the two sets on a small dataset, the
+    overconfidence that makes it memorise the paintings and starves G of a useful gradient."""
+    return (F.relu(real_logits - anchors.fake).square().mean()
+            + F.relu(anchors.real - fake_logits).square().mean())
 
 
 def r1_penalty(real_logits: Tensor, real_images: Tensor) -> Tensor:

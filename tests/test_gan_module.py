@@ -257,3 +257,18 @@ def test_spectral_regularizer_trains_the_generator_under_bf16(tmp_path):
     with_term.backward()
     opt_g.step()
     assert changed(weights, module.generator)
+
+
+def test_lecam_anchors_are_saved_in_the_checkpoint_and_restored(tmp_path):
+    module = build_module("model.loss.lecam=0.3")
+    trainer = fit(module, tmp_path, batches=2)
+    path = tmp_path / "lecam.ckpt"
+    trainer.save_checkpoint(path)
+    saved = torch.load(path, weights_only=True)["artgan"]["loss_state"]["lecam_anchors"]
+    assert saved == {"real": pytest.approx(float(module.loss._anchors.real)),
+                     "fake": pytest.approx(float(module.loss._anchors.fake))}
+    resumed = build_module("model.loss.lecam=0.3")
+    assert resumed.loss._anchors.real is None
+    resumed.on_load_checkpoint(torch.load(path, weights_only=True))
+    assert float(resumed.loss._anchors.real) == pytest.approx(saved["real"])
+    assert float(resumed.loss._anchors.fake) == pytest.approx(saved["fake"])

@@ -198,3 +198,54 @@ def test_spectrum_matching_weight_adds_to_generator_loss_only_when_on():
     assert on.item() == pytest.approx(2.0 * spectrum_matching_term(fake, real).item(), rel=1e-5)
     with pytest.raises(ValueError, match="spectrum_matching"):
         NonSaturatingLoss(spectrum_matching=-1.0)
+
+
+def test_lecam_term_on_hand_computed_values():
+    from artgan.losses import LogitAnchors, lecam_term
+
+    anchors = LogitAnchors(decay=0.99)
+    anchors.real, anchors.fake = torch.tensor(1.0), torch.tensor(-1.0)
+    # Real logits above the fake anchor and fake logits below the real anchor are pulled in, squared; the rest
+    # (a real logit already below the fake anchor, a fake one above the real anchor) cost nothing.
+    real, fake = torch.tensor([2.0, -3.0]), torch.tensor([0.0, 4.0])
+    assert lecam_term(real, fake, anchors).item() == pytest.approx((3.0**2 + 0.0) / 2 + (1.0**2 + 0.0) / 2)
+
+
+def test_lecam_anchors_follow_a_moving_average_and_round_trip():
+    from artgan.losses import LogitAnchors
+
+    anchors = LogitAnchors(decay=0.9)
+    anchors.update(torch.tensor([1.0, 3.0]), torch.tensor([-2.0]))  # the first batch sets them
+    assert (float(anchors.real), float(anchors.fake)) == (2.0, -2.0)
+    anchors.update(torch.tensor([12.0]), torch.tensor([8.0]))
+    assert float(anchors.real) == pytest.approx(0.9 * 2.0 + 0.1 * 12.0)
+    assert float(anchors.fake) == pytest.approx(0.9 * -2.0 + 0.1 * 8.0)
+    restored = LogitAnchors(decay=0.9)
+    restored.load_state_dict(anchors.state_dict())
+    restored.update(torch.tensor([0.0]), torch.tensor([0.0]))
+    anchors.update(torch.tensor([0.0]), torch.tensor([0.0]))
+    assert float(restored.real) == pytest.approx(float(anchors.real))
+    assert float(restored.fake) == pytest.approx(float(anchors.fake))
+
+
+def test_lecam_adds_to_the_discriminator_loss_and_stops_it_separating_the_sets():
+    from artgan.losses import lecam_term
+
+    real, fake = torch.full((8, 1), 3.0), torch.full((8, 1), -3.0)
+    def critic(x):  # logits far past the hinge margins: the adversarial part is 0, D is as sure as it gets
+        return x.mean(1)
+    plain = HingeLoss().discriminator_loss(critic, real, fake, step=1)
+    loss = HingeLoss(lecam=0.5)
+    regularized = loss.discriminator_loss(critic, real, fake, step=1)
+    assert plain.total.item() == 0.0 and regularized.adversarial.item() == 0.0
+    assert regularized.total.item() == pytest.approx(0.5 * lecam_term(real.mean(1), fake.mean(1), loss._anchors).item())
+    assert regularized.total.item() == pytest.approx(0.5 * (36.0 + 36.0))  # 3 - (-3) on each side, squared
+    # its gradient pulls D's logits on both sets towards each other
+    logits = torch.tensor([3.0, -3.0], requires_grad=True)
+    lecam_term(logits[:1], logits[1:], loss._anchors).backward()
+    assert logits.grad[0] > 0 and logits.grad[1] < 0  # descent lowers the real logit and raises the fake one
+    assert "lecam=0.5" in repr(loss) and "_anchors" not in loss.spec()
+    with pytest.raises(ValueError, match="lecam"):
+        HingeLoss(lecam=-0.1)
+    with pytest.raises(ValueError, match="lecam_decay"):
+        HingeLoss(lecam=0.3, lecam_decay=1.0)
