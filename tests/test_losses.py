@@ -117,9 +117,13 @@ def test_r1_penalty_of_quadratic():
 def test_losses_pickle_for_ddp_spawn():
     import pickle
 
-    for loss in (NonSaturatingLoss(0.1), HingeLoss(1.0), LeastSquaresLoss(), WassersteinGPLoss(), RelativisticLoss()):
+    trained = HingeLoss(lecam=0.3)
+    trained.discriminator_loss(lambda x: x.mean((1, 2, 3)), torch.ones(2, 3, 4, 4), -torch.ones(2, 3, 4, 4), step=1)
+    for loss in (NonSaturatingLoss(0.1), HingeLoss(1.0), LeastSquaresLoss(), WassersteinGPLoss(), RelativisticLoss(),
+                 trained):
         clone = pickle.loads(pickle.dumps(loss))
-        assert vars(clone) == vars(loss)
+        assert clone.spec() == loss.spec() and clone.state_dict() == loss.state_dict()
+    assert trained.state_dict()["lecam_anchors"] == {"real": 1.0, "fake": -1.0}
 
 
 def test_mode_seeking_term_is_inverse_image_gap_per_latent_gap():
