@@ -11,10 +11,10 @@ with input gradients for R1, or on real images in the generator step for a relat
   live here beside D's).
 
 ``discriminator_loss`` adds LeCam's regularizer when ``lecam > 0``; its anchors are the loss's only training state
-(``state_dict``, saved in checkpoints). ``score`` turns logits into the number logged as D's score (a probability for the BCE loss), ``says_real`` is
-D's decision (for its accuracy) and ``d_wins_g_loss`` tells the divergence guard which generator loss means
-"D wins completely" (None: the rule does not apply). A new loss is a subclass that implements ``d_terms`` and
-``g_term`` (and overrides what else differs) plus a YAML in conf/model/loss/.
+(``state_dict``, saved in checkpoints). ``score`` turns logits into the number logged as D's score (a probability
+for the BCE loss), ``says_real`` is D's decision (for its accuracy) and ``d_wins_g_loss`` tells the divergence
+guard which generator loss means "D wins completely" (None: the rule does not apply). A new loss is a subclass
+that implements ``d_terms`` and ``g_term`` (and overrides what else differs) plus a YAML in conf/model/loss/.
 
 All classes are plain picklable objects (``trainer.strategy=ddp_spawn`` pickles the module).
 """
@@ -113,6 +113,7 @@ class AdversarialLoss:
         return total
 
     def settings(self) -> dict:
+        """The constructor's settings (what ``spec`` and ``repr`` show), without training state."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
     def spec(self) -> dict:
