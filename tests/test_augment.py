@@ -3,6 +3,7 @@ import torch
 import torch.distributed as dist
 
 from artgan.augment import AdaptiveAugmentProbability, AugmentPolicyError, DiffAugment, translate
+from artgan.errors import ConfigError
 
 
 def images(batch: int = 4, size: int = 16) -> torch.Tensor:
@@ -136,3 +137,35 @@ def test_all_reduce_under_single_process_group(tmp_path):
         assert ada.step(batch_size=4) == pytest.approx(0.04)
     finally:
         dist.destroy_process_group()
+
+
+def test_rotate90_turns_whole_images_and_keeps_most_upright():
+    torch.manual_seed(0)
+    x = images(batch=600, size=8)
+    out = DiffAugment("rotate90", p=1.0, rotate90_p=0.5)(x)
+    turns = []
+    for b in range(x.shape[0]):
+        matches = [k for k in range(4) if torch.equal(out[b], torch.rot90(x[b], k, dims=(1, 2)))]
+        assert len(matches) == 1, f"image {b} is not a quarter turn of its input"
+        turns.append(matches[0])
+    counts = torch.bincount(torch.tensor(turns), minlength=4).double() / len(turns)
+    # upright 1 - 0.5 = 0.5, each turn 0.5 / 3: the upright orientation stays the most common (no leak)
+    assert counts[0] == pytest.approx(0.5, abs=0.07)
+    assert torch.allclose(counts[1:], torch.full((3,), 0.5 / 3, dtype=torch.float64), atol=0.05)
+
+
+def test_rotate90_scales_with_p_and_passes_gradients_back_unrotated():
+    x = images(batch=8).requires_grad_(True)
+    assert torch.equal(DiffAugment("rotate90", p=0.0)(x), x)  # ADA's p = 0: nothing turns
+    torch.manual_seed(3)
+    weights = torch.rand_like(x)
+    out = DiffAugment("rotate90", p=1.0, rotate90_p=0.75)(x)
+    (out * weights).sum().backward()
+    for b in range(x.shape[0]):  # a permutation of pixels: the gradient is the weights turned back
+        k = next(k for k in range(4) if torch.equal(out[b], torch.rot90(x[b], k, dims=(1, 2))))
+        assert torch.equal(x.grad[b], torch.rot90(weights[b], -k, dims=(1, 2)))
+
+
+def test_rotate90_strength_that_would_leak_is_refused():
+    with pytest.raises(ConfigError, match="model.augment.rotate90_p=0.9"):
+        DiffAugment("rotate90", rotate90_p=0.9)

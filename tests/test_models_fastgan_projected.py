@@ -71,6 +71,22 @@ def test_bilinear_upsampling_is_a_setting_and_checked():
         FastGANGenerator(64, latent_dim=16, ngf=8, upsample="bicubic")
 
 
+def test_lite_blocks_take_noise_injection_as_a_setting():
+    plain = FastGANGenerator(64, latent_dim=16, ngf=8)
+    noisy = FastGANGenerator(64, latent_dim=16, ngf=8, noise=True)
+    assert not any(isinstance(m, NoiseInjection) for m in plain.modules())
+    injections = [m for m in noisy.modules() if isinstance(m, NoiseInjection)]
+    assert len(injections) == len(noisy.up)  # one per lite block
+    z = noisy.sample_latents(2, generator=torch.Generator().manual_seed(0))
+    noisy.eval()
+    assert torch.equal(noisy(z), noisy(z))  # strengths start at zero: no noise until trained
+    with torch.no_grad():
+        for m in injections:
+            m.weight.fill_(0.5)
+    assert not torch.equal(noisy(z), noisy(z))  # then the same latent paints different fine detail
+    assert registry.build("generator", noisy.spec()).spec()["kwargs"]["noise"] is True
+
+
 def test_generator_spec_round_trip():
     g = FastGANGenerator(64, latent_dim=16, ngf=8, lite=False)
     with torch.no_grad():

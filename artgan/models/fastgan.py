@@ -25,9 +25,9 @@ Widths follow FastGAN's table, channels = multiplier x ``ngf`` with multipliers 
 23.2M / 29.7M, 128 px 23.9M / 30.4M, 256 px 24.0M / 30.6M, three quarters of them in the 4 and 8 px layers.
 Compute grows with ngf squared: ``ngf=32`` has 7.9M / 9.5M at 64 px, ``ngf=16`` 3.0M / 3.4M.
 
-With full blocks the noise comes from torch's global random generator, so the same latents give slightly
-different images unless that generator is seeded too; lite blocks have no noise, so in eval mode an image is a
-function of its latent alone.
+With full blocks (or ``noise=True``) the noise comes from torch's global random generator, so the same latents
+give slightly different images unless that generator is seeded too; lite blocks without it have none, so in eval
+mode an image is a function of its latent alone.
 """
 
 from __future__ import annotations
@@ -78,11 +78,12 @@ def conv_bn_glu(c_in: int, c_out: int, noise: bool) -> list[nn.Module]:
 UPSAMPLE_MODES = ("nearest", "bilinear")
 
 
-def up_block(c_in: int, c_out: int, lite: bool, upsample: str = "nearest") -> nn.Sequential:
-    """Doubles the size: nearest (or bilinear) upsample, then one conv (lite) or two convs with noise (full)."""
+def up_block(c_in: int, c_out: int, lite: bool, upsample: str = "nearest", noise: bool = False) -> nn.Sequential:
+    """Doubles the size: nearest (or bilinear) upsample, then one conv (lite; with noise if ``noise``) or two
+    convs with noise (full)."""
     layers: list[nn.Module] = [nn.Upsample(scale_factor=2, mode=upsample)]
     if lite:
-        layers += conv_bn_glu(c_in, c_out, noise=False)
+        layers += conv_bn_glu(c_in, c_out, noise=noise)
     else:
         layers += conv_bn_glu(c_in, c_out, noise=True) + conv_bn_glu(c_out, c_out, noise=True)
     return nn.Sequential(*layers)
@@ -112,11 +113,14 @@ class FastGANGenerator(Generator):
     doubling instead of two: 1.5x to 3x faster on a 2-core CPU (bench/model_cost.py), and without noise
     injection, so sampling is deterministic. ``upsample="bilinear"`` interpolates instead of repeating pixels:
     nearest-neighbour copies leave 2 x 2 blocks that the following 3x3 conv must learn to smooth away.
+    ``noise=True`` gives lite blocks full blocks' noise injection (StyleGAN's per-pixel source of stochastic
+    detail, so fine texture need not be a function of the latent alone) at almost no cost.
     """
 
     def __init__(self, resolution: int = 64, latent_dim: int = 256, ngf: int = 64, lite: bool = True,
-                 upsample: str = "nearest", skip_rgb: bool = False):
-        super().__init__(resolution, latent_dim, ngf=ngf, lite=lite, upsample=upsample, skip_rgb=skip_rgb)
+                 upsample: str = "nearest", skip_rgb: bool = False, noise: bool = False):
+        super().__init__(resolution, latent_dim, ngf=ngf, lite=lite, upsample=upsample, skip_rgb=skip_rgb,
+                         noise=noise)
         if isinstance(ngf, bool) or not isinstance(ngf, int) or ngf < 1:
             raise ValueError(f"ngf must be a positive integer, got {ngf!r}")
         if upsample not in UPSAMPLE_MODES:
@@ -131,7 +135,8 @@ class FastGANGenerator(Generator):
             nn.BatchNorm2d(2 * widths[4]),
             nn.GLU(dim=1),
         )
-        self.up = nn.ModuleDict({str(s): up_block(widths[s // 2], widths[s], lite, upsample) for s in sizes[1:]})
+        self.up = nn.ModuleDict({str(s): up_block(widths[s // 2], widths[s], lite, upsample, noise)
+                                 for s in sizes[1:]})
         self.excite = nn.ModuleDict({
             str(high): SkipLayerExcitation(widths[low], widths[high])
             for low, high in SLE_CONNECTIONS if high <= self.resolution
