@@ -51,8 +51,8 @@ class GeneratorEMA(AveragedModel):
         Averaged running statistics do not match averaged weights: averaging weights that still move (early
         training, short runs) shrinks the activations, so the eval-mode EMA generator would paint washed-out grey
         images. Like ``torch.optim.swa_utils.update_bn``, this resets the statistics and re-estimates them
-        (cumulative average) from ``num_batches`` train-mode forward passes of seeded latents (its own RNG: the
-        training RNG streams are untouched).
+        (cumulative average) from ``num_batches`` train-mode forward passes of seeded latents (its own RNG, and the
+        global one forked for noise injection: the training RNG streams are untouched).
         """
         if self._refreshed_at == step:
             return
@@ -69,8 +69,11 @@ class GeneratorEMA(AveragedModel):
             net.train()
             device = next(net.parameters()).device
             gen = torch.Generator().manual_seed(seed)
-            for _ in range(num_batches):
-                net(net.sample_latents(batch_size, generator=gen, device=device))
+            # Noise injection draws from the global generator: fork it, so saving a checkpoint (which refreshes)
+            # leaves the training stream as it was when the checkpoint recorded it (exact resume).
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                for _ in range(num_batches):
+                    net(net.sample_latents(batch_size, generator=gen, device=device))
             for m, (momentum, cls) in zip(norms, saved):
                 m.momentum = momentum
                 m.__class__ = cls

@@ -272,3 +272,22 @@ def test_lecam_anchors_are_saved_in_the_checkpoint_and_restored(tmp_path):
     resumed.on_load_checkpoint(torch.load(path, weights_only=True))
     assert float(resumed.loss._anchors.real) == pytest.approx(saved["real"])
     assert float(resumed.loss._anchors.fake) == pytest.approx(saved["fake"])
+
+
+def test_ema_batchnorm_refresh_leaves_the_training_random_stream_alone():
+    """Saving a checkpoint refreshes the EMA generator's BatchNorm statistics; with noise injection those forward
+    passes draw noise, and they must not from the global stream the checkpoint recorded (exact resume)."""
+    from artgan.ema import GeneratorEMA
+    from artgan.models.fastgan import FastGANGenerator, NoiseInjection
+
+    generator = FastGANGenerator(64, latent_dim=16, ngf=8, noise=True)
+    with torch.no_grad():
+        for m in generator.modules():
+            if isinstance(m, NoiseInjection):
+                m.weight.fill_(0.5)
+    ema = GeneratorEMA(generator, decay=0.99)
+    torch.manual_seed(7)
+    recorded = torch.get_rng_state()
+    ema.refresh_batchnorm(step=1, num_batches=1, batch_size=4)
+    assert torch.equal(torch.get_rng_state(), recorded)
+    assert not torch.equal(ema.module.initial[1].running_var, torch.ones_like(ema.module.initial[1].running_var))
