@@ -106,14 +106,16 @@ def head_width(size: int, max_channels: int) -> int:
     return min(HEAD_WIDTHS[nearest], max_channels)
 
 
-def mini_discriminator(c_in: int, size: int, max_channels: int) -> nn.Sequential:
-    """Down blocks from a ``size`` px map until it is at most ``HEAD_END_SIZE``, then a 4x4 conv to 1 channel."""
+def mini_discriminator(c_in: int, size: int, max_channels: int, norm: str = "batch") -> nn.Sequential:
+    """Down blocks from a ``size`` px map until it is at most ``HEAD_END_SIZE``, then a 4x4 conv to 1 channel.
+    ``norm``: "batch" (projected-gan) or "none" (the conv then has a bias)."""
     layers: list[nn.Module] = []
     while size > HEAD_END_SIZE:
         size //= 2  # a 4x4 stride-2 conv with padding 1 floors odd sizes
         c_out = head_width(size, max_channels)
-        layers += [spectral_norm(nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False)), nn.BatchNorm2d(c_out),
-                   nn.LeakyReLU(0.2, inplace=True)]
+        batch_norm = norm == "batch"
+        layers += [spectral_norm(nn.Conv2d(c_in, c_out, 4, 2, 1, bias=not batch_norm)),
+                   nn.BatchNorm2d(c_out) if batch_norm else nn.Identity(), nn.LeakyReLU(0.2, inplace=True)]
         c_in = c_out
     layers.append(spectral_norm(nn.Conv2d(c_in, 1, 4, 1, 0, bias=False)))
     return nn.Sequential(*layers)
@@ -160,9 +162,13 @@ class ProjectedDiscriminator(Discriminator):
     """
 
     def __init__(self, resolution: int = 64, backbone_size: int | None = None, proj_channels: int = 64,
-                 max_channels: int = 512, pixel_channels: int | None = None, weights_path: str | None = None):
+                 max_channels: int = 512, pixel_channels: int | None = None, weights_path: str | None = None,
+                 norm: str = "batch"):
         super().__init__(resolution, backbone_size=backbone_size, proj_channels=proj_channels,
-                         max_channels=max_channels, pixel_channels=pixel_channels, weights_path=weights_path)
+                         max_channels=max_channels, pixel_channels=pixel_channels, weights_path=weights_path,
+                         norm=norm)
+        if norm not in ("batch", "none"):
+            raise ValueError(f"norm is the mini-discriminators' normalization, 'batch' or 'none'; got {norm!r}.")
         if backbone_size is not None and (isinstance(backbone_size, bool) or not isinstance(backbone_size, int)
                                           or backbone_size < MIN_BACKBONE_SIZE):
             raise ValueError(f"backbone_size must be None or an integer >= {MIN_BACKBONE_SIZE}, "
@@ -178,7 +184,7 @@ class ProjectedDiscriminator(Discriminator):
         with torch.no_grad():
             projected = self.projection(probe)
         self.mini_discriminators = nn.ModuleList(
-            mini_discriminator(f.shape[1], f.shape[-1], max_channels) for f in projected
+            mini_discriminator(f.shape[1], f.shape[-1], max_channels, norm) for f in projected
         )
         if pixel_channels is not None:  # a pixel-space head beside the projected ones (Vision-aided GAN's idea)
             self.mini_discriminators.append(pixel_discriminator(self.resolution, pixel_channels, max_channels))
