@@ -242,3 +242,16 @@ def test_skip_rgb_adds_the_upsampled_coarse_images_and_is_off_by_default():
     assert blocky.abs().max() > 0
     plain = FastGANGenerator(64, latent_dim=16, ngf=8)
     assert plain.skip_to_rgb is None and not any("skip_to_rgb" in k for k in plain.state_dict())
+
+
+def test_mini_discriminators_without_batchnorm_are_a_setting():
+    """norm=none: no BatchNorm in the heads (each batch's own statistics would hide a shift every fake shares,
+    e.g. a palette), so the conv layers carry biases; anything else is refused."""
+    d = ProjectedDiscriminator(64, proj_channels=8, max_channels=16, norm="none")
+    heads = list(d.mini_discriminators.modules())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in heads)
+    assert any(isinstance(m, nn.Conv2d) and m.bias is not None for m in heads)
+    assert d(images()).shape == (2, 3 * 25 + 1)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in ProjectedDiscriminator(64, max_channels=16).modules())
+    with pytest.raises(ValueError, match="'batch' or 'none'"):
+        ProjectedDiscriminator(64, norm="instance")
