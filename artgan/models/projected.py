@@ -14,7 +14,7 @@ so G and D converge in far fewer images.
    coarser result, upsample x2, 1x1 conv, halving the channels). Random and frozen, as in the paper, whose
    finding is that a discriminator on the raw features cannot fully exploit the deeper backbone layers:
    fixed random mixing spreads every feature over more channels and scales for all four heads to use.
-3. **One mini-discriminator per scale**: stride-2 4x4 spectral-norm conv + BatchNorm + LeakyReLU(0.2) blocks
+3. **One mini-discriminator per scale**: stride-2 4x4 spectral-norm conv + BatchNorm (``norm``) + LeakyReLU(0.2) blocks
    until the map is at most 8 x 8, then a 4x4 conv to one channel. Their logits are concatenated to (B, K).
 
 The down blocks follow from the feature-map sizes measured at construction for the actual backbone input, not
@@ -158,7 +158,8 @@ class ProjectedDiscriminator(Discriminator):
     mini-discriminators' widths (512 is projected-gan's table uncapped; lower it to save compute).
     ``pixel_channels``: width of an extra patch discriminator on the image itself (None: none), which keeps
     the palette and pixel texture honest. ``weights_path``: an ``efficientnet-lite0-57934424.pth`` (None: the
-    packaged copy).
+    packaged copy). ``norm``: the heads' normalization, "batch" (projected-gan) or "none": D sees the real and the
+    fake batch in separate passes, so BatchNorm removes whatever every fake shares (a palette, a tint).
     """
 
     def __init__(self, resolution: int = 64, backbone_size: int | None = None, proj_channels: int = 64,
