@@ -145,9 +145,21 @@ def describe(recipe: Recipe, data_root: Path) -> Recipe:
     recipe.precision = resolve_precision(cfg.trainer.precision, "cpu")[0]
     parts.append(recipe.precision)
     recipe.summary = ", ".join(parts)
-    recipe.trains_in_effnet_space = "projected" in str(m.discriminator._target_).lower()
+    recipe.trains_in_effnet_space = any("projected" in t.lower() for t in targets_in(m.discriminator))
     recipe.trains_on_spectrum = bool(m.loss.get("spectrum_matching"))
     return recipe
+
+
+def targets_in(node) -> list[str]:
+    """Every ``_target_`` in a config subtree (an ensemble D's members included)."""
+    from omegaconf import DictConfig, ListConfig
+
+    if isinstance(node, DictConfig):
+        own = [str(node._target_)] if "_target_" in node else []
+        return own + [t for key in node if key != "_target_" for t in targets_in(node[key])]
+    if isinstance(node, ListConfig):
+        return [t for item in node for t in targets_in(item)]
+    return []
 
 
 # ------------------------------------------------------------------------------------------- training

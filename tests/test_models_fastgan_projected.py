@@ -255,3 +255,26 @@ def test_mini_discriminators_without_batchnorm_are_a_setting():
     assert any(isinstance(m, nn.BatchNorm2d) for m in ProjectedDiscriminator(64, max_channels=16).modules())
     with pytest.raises(ValueError, match="'batch' or 'none'"):
         ProjectedDiscriminator(64, norm="instance")
+
+
+def test_fewer_backbone_stages_keep_the_finest_scales_and_round_trip():
+    """stages=2: D looks through the stride-4 and stride-8 stages only (projected maps 32 and 16 px at 64 px:
+    two 5x5 heads), the deeper blocks are not built, gradients still reach the image, and the setting travels
+    in the spec so a checkpoint rebuilds the same D; anything but 1-4 is refused naming the key."""
+    torch.manual_seed(0)
+    d = ProjectedDiscriminator(64, proj_channels=8, max_channels=16, norm="none", stages=2)
+    assert len(d.backbone.stages) == 2 and len(d.mini_discriminators) == 2
+    full = ProjectedDiscriminator(64, proj_channels=8, max_channels=16, norm="none")
+    assert sum(p.numel() for p in d.backbone.parameters()) < sum(p.numel() for p in full.backbone.parameters()) / 10
+    x = images().requires_grad_(True)
+    logits = d(x)
+    assert logits.shape == (2, 2 * 25)
+    logits.mean().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    rebuilt = registry.build("discriminator", {"class": registry.class_path(ProjectedDiscriminator),
+                                               "kwargs": d.config})
+    rebuilt.load_state_dict(d.state_dict(), strict=True)
+    assert torch.equal(rebuilt.eval()(x.detach()), d.eval()(x.detach()))
+    for bad in (0, 5, 2.0, True):
+        with pytest.raises(ValueError, match="stages"):
+            ProjectedDiscriminator(64, stages=bad)

@@ -51,9 +51,10 @@ MIN_BACKBONE_SIZE = 64  # the coarsest projected map is then at least 4 x 4, wha
 
 
 class EfficientNetLite0Stages(nn.Module):
-    """EfficientNet-Lite0 up to its last stride-32 block, returning the outputs of four stages."""
+    """EfficientNet-Lite0 cut into four stages (up to its last stride-32 block); keeps the first ``stages`` and
+    returns each one's output."""
 
-    def __init__(self, weights_path: str | None = None) -> None:
+    def __init__(self, weights_path: str | None = None, stages: int = 4) -> None:
         super().__init__()
         net = efficientnet_lite0(weights_path)
         self.stages = nn.ModuleList([
@@ -61,7 +62,7 @@ class EfficientNetLite0Stages(nn.Module):
             nn.Sequential(*net.blocks[2:3]),  # stride 8, 40
             nn.Sequential(*net.blocks[3:5]),  # stride 16, 112
             nn.Sequential(*net.blocks[5:7]),  # stride 32, 320
-        ])
+        ][:stages])
 
     def forward(self, x: Tensor) -> list[Tensor]:
         features = []
@@ -160,16 +161,21 @@ class ProjectedDiscriminator(Discriminator):
     the palette and pixel texture honest. ``weights_path``: an ``efficientnet-lite0-57934424.pth`` (None: the
     packaged copy). ``norm``: the heads' normalization, "batch" (projected-gan) or "none": D sees the real and the
     fake batch in separate passes, so BatchNorm removes whatever every fake shares (a palette, a tint).
+    ``stages``: how many backbone stages (1-4, from the finest) D looks through; the first two hold edges, colour
+    and texture, the last two the ImageNet-class features Kynkaanniemi et al. show FID/KID can be gamed through.
     """
 
     def __init__(self, resolution: int = 64, backbone_size: int | None = None, proj_channels: int = 64,
                  max_channels: int = 512, pixel_channels: int | None = None, weights_path: str | None = None,
-                 norm: str = "batch"):
+                 norm: str = "batch", stages: int = 4):
         super().__init__(resolution, backbone_size=backbone_size, proj_channels=proj_channels,
                          max_channels=max_channels, pixel_channels=pixel_channels, weights_path=weights_path,
-                         norm=norm)
+                         norm=norm, stages=stages)
         if norm not in ("batch", "none"):
             raise ValueError(f"norm is the mini-discriminators' normalization, 'batch' or 'none'; got {norm!r}.")
+        if isinstance(stages, bool) or not isinstance(stages, int) or not 1 <= stages <= 4:
+            raise ValueError(f"stages is how many of the backbone's four stages D looks through, 1 to 4 "
+                             f"(fewer: cheaper, and further from ImageNet's classes); got {stages!r}.")
         if backbone_size is not None and (isinstance(backbone_size, bool) or not isinstance(backbone_size, int)
                                           or backbone_size < MIN_BACKBONE_SIZE):
             raise ValueError(f"backbone_size must be None or an integer >= {MIN_BACKBONE_SIZE}, "
@@ -178,7 +184,7 @@ class ProjectedDiscriminator(Discriminator):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.backbone_size = backbone_size
-        self.backbone = EfficientNetLite0Stages(weights_path)
+        self.backbone = EfficientNetLite0Stages(weights_path, stages)
         with torch.no_grad():
             probe = self.backbone(torch.zeros(1, 3, self.input_size, self.input_size))
         self.projection = RandomProjection([f.shape[1] for f in probe], proj_channels).requires_grad_(False)
