@@ -259,7 +259,7 @@ def test_mini_discriminators_without_batchnorm_are_a_setting():
 
 def test_fewer_backbone_stages_keep_the_finest_scales_and_round_trip():
     """stages=2: D looks through the stride-4 and stride-8 stages only (projected maps 32 and 16 px at 64 px:
-    two 5x5 heads), the deeper blocks are not built, gradients still reach the image, and the setting travels
+    two 5x5 heads), the deeper blocks are dropped, gradients still reach the image, and the setting travels
     in the spec so a checkpoint rebuilds the same D; anything but 1-4 is refused naming the key."""
     torch.manual_seed(0)
     d = ProjectedDiscriminator(64, proj_channels=8, max_channels=16, norm="none", stages=2)

@@ -9,6 +9,7 @@ so G and D converge in far fewer images.
    ``_make_efficientnet`` (stem + blocks 0-1, block 2, blocks 3-4, blocks 5-6): strides 4, 8, 16, 32 and
    24, 40, 112, 320 channels. It sees the image at its own resolution (``backbone_size=None``) or resized
    bilinearly to ``backbone_size`` (projected-gan always uses 224).
+   ``stages`` keeps only the first 1-4 of them (the finest: fewer is cheaper and further from ImageNet's classes).
 2. **Random projections**: cross-channel mixing (CCM, a 1x1 conv per scale to ``proj_channels`` x 1, 2, 4, 8
    channels) then cross-scale mixing (CSM, a top-down path as projected-gan's ``FeatureFusionBlock``: add the
    coarser result, upsample x2, 1x1 conv, halving the channels). Random and frozen, as in the paper, whose
@@ -111,10 +112,10 @@ def mini_discriminator(c_in: int, size: int, max_channels: int, norm: str = "bat
     """Down blocks from a ``size`` px map until it is at most ``HEAD_END_SIZE``, then a 4x4 conv to 1 channel.
     ``norm``: "batch" (projected-gan) or "none" (the conv then has a bias)."""
     layers: list[nn.Module] = []
+    batch_norm = norm == "batch"
     while size > HEAD_END_SIZE:
         size //= 2  # a 4x4 stride-2 conv with padding 1 floors odd sizes
         c_out = head_width(size, max_channels)
-        batch_norm = norm == "batch"
         layers += [spectral_norm(nn.Conv2d(c_in, c_out, 4, 2, 1, bias=not batch_norm)),
                    nn.BatchNorm2d(c_out) if batch_norm else nn.Identity(), nn.LeakyReLU(0.2, inplace=True)]
         c_in = c_out
