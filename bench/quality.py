@@ -18,7 +18,10 @@ resolution (data=abstract_art pipeline, centre crop):
   (up-sampling artefacts), colour-histogram KL;
 * in ImageNet EfficientNet-Lite0 features: FID, KID and the diversity ratio. The projected discriminator trains
   against EfficientNet-Lite0 features, so for that recipe these are the discriminator's own feature space
-  (marked in the report): read them next to SWD and the pictures (Kynkaanniemi et al., ICLR 2023).
+  (marked in the report): read them next to SWD and the pictures (Kynkaanniemi et al., ICLR 2023);
+* in ImageNet EfficientNet-Lite2 features (a wider, deeper sibling with its own weights, at 260 px): KID and the
+  diversity ratio in a network no discriminator here looks through. Still an ImageNet classifier, so not the
+  independent judge SWD is, but the Lite0 stages a projected D trains against are not in it.
 
 The real-vs-real floor of every metric: the paintings split into two random halves, one scored against the
 other (smaller sets than the runs', so FID is biased upwards there; KID is unbiased).
@@ -74,8 +77,11 @@ BENCH_OVERRIDES = [
     "trainer.max_epochs=-1",
     "trainer.log_every_n_steps=50",
 ]
-CURVE_METRICS = ("swd", "kid_effnet")
-SHOWN = ("swd", "spectral_hf", "kl_real_fake", "kid_effnet", "fid_effnet", "diversity_effnet")
+CURVE_METRICS = ("swd", "kid_effnet", "kid_effnet_lite2")
+SHOWN = ("swd", "spectral_hf", "kl_real_fake", "kid_effnet", "fid_effnet", "diversity_effnet", "kid_effnet_lite2",
+         "diversity_effnet_lite2")
+#: metric networks: Lite0 (the projected D's backbone; the issue's KID) and Lite2 (no D looks through it)
+EXTRACTORS = "[effnet_lite0,effnet_lite2]"
 
 
 def machine() -> dict:
@@ -239,7 +245,8 @@ class Scorer:
         torch.set_grad_enabled(False)
         cfg = compose([f"model.resolution={resolution}", "data=abstract_art", f"data.root={data_root}",
                        f"evaluator.num_samples={num_samples}", "evaluator.num_real=null", f"evaluator.seed={EVAL_SEED}",
-                       "evaluator.strict=true", f"paths.cache_dir={REPO / '.cache' / 'artgan'}"])
+                       "evaluator.strict=true", f"evaluator.fid.extractors={EXTRACTORS}",
+                       f"paths.cache_dir={REPO / '.cache' / 'artgan'}"])
         self.cfg = cfg
         self.datamodule = instantiate(cfg.data)
         self.datamodule.setup("fit")
@@ -289,7 +296,8 @@ def score_runs(runs: list[dict], scorer: Scorer) -> dict:
             row, images = scorer.score_snapshot(path)
             rows.append(row)
             print(f"    {run['recipe']} s{run['seed']} @ {row['minutes']:.1f} min: SWD {row['swd']:.1f}  KID "
-                  f"{row['kid_effnet']:.4f}  spectral_hf {row['spectral_hf']:.3f}  ({time.perf_counter() - t0:.0f} s)",
+                  f"{row['kid_effnet']:.4f}  KID Lite2 {row['kid_effnet_lite2']:.4f}  spectral_hf "
+                  f"{row['spectral_hf']:.3f}  ({time.perf_counter() - t0:.0f} s)",
                   flush=True)
         run["snapshots"] = rows
         samples.setdefault(run["recipe"], images)  # the first seed's final snapshot
@@ -328,12 +336,14 @@ def plot_curves(runs: list[dict], recipes: list[Recipe], path: Path, title: str)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(11, 4.2), dpi=110)
+    metrics = [m for m in CURVE_METRICS if all(m in p for r in runs for p in r["snapshots"])]
+    fig = Figure(figsize=(5.5 * len(metrics), 4.2), dpi=110)
     FigureCanvasAgg(fig)
     colors = ["#7f7f7f", "#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
-    labels = {"swd": "SWD x1e3 (network-free)", "kid_effnet": "KID, EfficientNet-Lite0 features"}
-    for i, metric in enumerate(CURVE_METRICS):
-        ax = fig.add_subplot(1, 2, i + 1)
+    labels = {"swd": "SWD x1e3 (network-free)", "kid_effnet": "KID, EfficientNet-Lite0 features",
+              "kid_effnet_lite2": "KID, EfficientNet-Lite2 features (no D sees them)"}
+    for i, metric in enumerate(metrics):
+        ax = fig.add_subplot(1, len(metrics), i + 1)
         for color, recipe in zip(colors, recipes):
             mine = [r for r in runs if r["recipe"] == recipe.label]
             for r in mine:
@@ -407,8 +417,9 @@ def report(runs: list[dict], recipes: list[Recipe], floor: dict, meta: dict, nam
              f"(every {meta['snapshot_minutes']:g} min and the last), {meta['protocol']['num_samples']} images from "
              f"seeded latents (seed {EVAL_SEED}) against all {meta['num_real']} paintings (artgan Evaluator: "
              f"SWD x1e3 with {meta['protocol']['swd']['num_directions']}x{meta['protocol']['swd']['num_repeats']} "
-             "directions, spectral distance above half Nyquist, colour KL, and FID / KID / diversity in "
-             "EfficientNet-Lite0 features). Marked *: the recipe's discriminator looks through EfficientNet-Lite0, "
+             "directions, spectral distance above half Nyquist, colour KL, FID / KID / diversity in "
+             "EfficientNet-Lite0 features, and KID / diversity in EfficientNet-Lite2 features (_lite2: a network no "
+             "discriminator here looks through)). Marked *: the recipe's discriminator looks through EfficientNet-Lite0, "
              "so its FID/KID are measured in the space it trains against. Marked †: the recipe's generator "
              "trains against the power spectrum that spectral_hf compares (model.loss.spectrum_matching).",
              "", "Recipes:", ""]
@@ -421,7 +432,7 @@ def report(runs: list[dict], recipes: list[Recipe], floor: dict, meta: dict, nam
         f = final(r)
         star = "*" if names[r["recipe"]].trains_in_effnet_space else ""
         dagger = "†" if names[r["recipe"]].trains_on_spectrum else ""
-        cells = [f"{f[k]:.4g}{star if k.endswith('_effnet') else dagger if k.startswith('spectral') else ''}"
+        cells = [f"{f.get(k, math.nan):.4g}{star if k.endswith('_effnet') else dagger if k.startswith('spectral') else ''}"
                  for k in SHOWN]
         lines.append(f"| {r['recipe']} | {r['seed']} | {f['images_seen']:,} | {f['g_steps']:,} | " + " | ".join(cells)
                      + " |")
@@ -430,25 +441,25 @@ def report(runs: list[dict], recipes: list[Recipe], floor: dict, meta: dict, nam
     for rec in recipes:
         mine = [final(r) for r in runs if r["recipe"] == rec.label]
         if mine:
-            lines.append(f"| {rec.label} | {len(mine)} | " + " | ".join(mean_std([m[k] for m in mine]) for k in SHOWN)
-                         + " |")
+            lines.append(f"| {rec.label} | {len(mine)} | "
+                         + " | ".join(mean_std([m.get(k) for m in mine]) for k in SHOWN) + " |")
     lines.append("| paintings, half vs half | - | " + " | ".join(f"{floor.get(k, float('nan')):.4g}" for k in SHOWN)
                  + " |")
     seed_label = recipes[0].label
     if len(recipes) >= 2 and any(r["recipe"] == seed_label for r in runs):
         seed_final = recipe_means(runs, seed_label)
         # The yardstick is the first recipe: the seed recipe in the default comparison.
+        metrics = [k for k in ("swd", "kid_effnet", "kid_effnet_lite2") if k in seed_final]
         lines += ["", f"Time to {seed_label}'s final quality (the first recipe's; minutes until the mean curve "
                   f"reaches its final mean; '-' not within {minutes:g} min):", "",
-                  "| recipe | SWD <= " + f"{seed_final['swd']:.4g} | KID <= {seed_final['kid_effnet']:.4g} |",
-                  "|---|---:|---:|"]
+                  "| recipe | " + " | ".join(f"{k} <= {seed_final[k]:.4g}" for k in metrics) + " |",
+                  "|---|" + "---:|" * len(metrics)]
         meta["time_to_quality"] = {}
         for rec in recipes:
-            t_swd = time_to_reach(runs, rec.label, "swd", seed_final["swd"])
-            t_kid = time_to_reach(runs, rec.label, "kid_effnet", seed_final["kid_effnet"])
-            meta["time_to_quality"][rec.label] = {"swd": t_swd, "kid_effnet": t_kid}
-            lines.append(f"| {rec.label} | {'-' if t_swd is None else f'{t_swd:.1f}'} | "
-                         f"{'-' if t_kid is None else f'{t_kid:.1f}'} |")
+            times = {k: time_to_reach(runs, rec.label, k, seed_final[k]) for k in metrics}
+            meta["time_to_quality"][rec.label] = times
+            lines.append(f"| {rec.label} | " + " | ".join("-" if t is None else f"{t:.1f}" for t in times.values())
+                         + " |")
     lines += ["", f"![samples]({Path(meta['samples_picture']).name})", "",
               f"![quality against minutes]({Path(meta['curves_picture']).name})", ""]
     return "\n".join(lines) + "\n"

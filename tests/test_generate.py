@@ -134,10 +134,15 @@ def test_nearest_neighbours_find_a_copy_and_diversity_ratio():
 
 
 def test_evaluate_writes_fid_kid(trained, art_folder, tmp_path, capsys):
+    """In both offline feature spaces: Lite0 and Lite2 (the one no discriminator looks through)."""
     run(cfg_for("mode=evaluate", f"ckpt_path={trained}", f"data.root={art_folder}", "evaluator.num_samples=8",
-                "evaluator.fid.kid_subset_size=4", "evaluator.fid.kid_subsets=5", f"output_dir={tmp_path}"))
+                "evaluator.fid.kid_subset_size=4", "evaluator.fid.kid_subsets=5", f"output_dir={tmp_path}",
+                "evaluator.fid.extractors=[effnet_lite0,effnet_lite2]"))
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["metrics"]["fid_effnet"] > 0 and saved["metrics"]["kid_effnet"] is not None
+    metrics = saved["metrics"]
+    assert metrics["fid_effnet_lite2"] > 0 and metrics["fid_effnet_lite2"] != metrics["fid_effnet"]
+    assert 0 < metrics["diversity_effnet_lite2"] < 10 and metrics["kid_effnet_lite2"] is not None
     assert saved["protocol"]["num_real"] == 10 and saved["protocol"]["num_samples"] == 8
     assert saved["metrics"]["js"] >= 0
     assert "fid_effnet" in capsys.readouterr().out

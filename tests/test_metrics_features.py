@@ -20,6 +20,11 @@ def effnet() -> EffNetLite0Features:
     return build_feature_extractor("effnet_lite0")
 
 
+def test_lite0_cache_key_is_stable(effnet):
+    """Real-image features cached on users' disks are keyed by it: a change would silently recompute them all."""
+    assert effnet.cache_key == "effnet_lite0-57934424-224px-bilinear-noaa"
+
+
 def test_remap_covers_every_key_both_ways():
     import timm
 
@@ -72,7 +77,7 @@ def test_pooled_features_are_the_classifier_input(effnet):
 
 
 def test_unknown_extractor_is_a_user_error():
-    with pytest.raises(ArtGANError, match="metrics.fid.extractors"):
+    with pytest.raises(ArtGANError, match="evaluator.fid.extractors"):
         build_feature_extractor("vgg")
 
 
@@ -133,3 +138,31 @@ def test_cpu_chunks_give_the_features_of_one_pass(effnet):
     x.requires_grad_(True)
     effnet.embed(x).sum().backward()
     assert x.grad is not None and (x.grad.flatten(1).abs().sum(1) > 0).all()
+
+
+def test_lite2_is_a_second_imagenet_network_with_its_own_weights(effnet, tmp_path):
+    """EfficientNet-Lite2 (the metric network no discriminator here looks through): every key of its packaged
+    weights maps, it is really ImageNet-pretrained, and its features and cache key are not Lite0's."""
+    import timm
+
+    from artgan.models.backbones import LITE_VARIANTS, effnet_lite_weights_path, remap_lukemelas_lite
+
+    raw = torch.load(effnet_lite_weights_path(2), map_location="cpu", weights_only=True)
+    mapped = remap_lukemelas_lite(raw, LITE_VARIANTS[2].stage_depths)
+    target = timm.create_model("tf_efficientnet_lite2", pretrained=False).state_dict()
+    assert set(mapped) == set(target) and all(v.shape == target[k].shape for k, v in mapped.items())
+
+    lite2 = build_feature_extractor("effnet_lite2")
+    assert lite2.name == "effnet_lite2" and lite2.num_features == 1280 and lite2.image_size == 260
+    assert lite2.cache_key != effnet.cache_key and not lite2.training
+    skdata = pytest.importorskip("skimage.data")
+    cat = torch.from_numpy(skdata.chelsea()).permute(2, 0, 1).float().unsqueeze(0) / 127.5 - 1.0
+    assert lite2.classify(cat).argmax(-1).item() in range(281, 286)
+    x = torch.rand(3, 3, 64, 64) * 2 - 1
+    cosine = torch.nn.functional.cosine_similarity(lite2(x), effnet(x), dim=1)
+    assert lite2(x).shape == (3, 1280) and cosine.max() < 0.9  # a different network, not a renamed Lite0
+
+    # Lite0's weights given as Lite2's: refused, naming the setting and the right file.
+    with pytest.raises(FeatureExtractorUnavailable) as info:
+        build_feature_extractor("effnet_lite2", weights_path=effnet_lite0_weights_path())
+    assert "effnet_lite2_weights_path" in str(info.value) and "efficientnet-lite2-9656183e.pth" in str(info.value)

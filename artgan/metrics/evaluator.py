@@ -166,6 +166,10 @@ def _without_enabled(settings: dict) -> dict:
     return {k: v for k, v in settings.items() if k != "enabled"}
 
 
+# extractor -> the setting naming its weights file (the other EfficientNet-Lite0 names: effnet_weights_path)
+WEIGHTS_SETTINGS = {"inception": "inception_weights_path", "effnet_lite2": "effnet_lite2_weights_path"}
+
+
 def _fid(settings: dict, evaluator: Evaluator, real: RealSet) -> list:
     def distances(extractor) -> FeatureDistances:
         return FeatureDistances(extractor, kid_subset_size=settings["kid_subset_size"],
@@ -174,8 +178,7 @@ def _fid(settings: dict, evaluator: Evaluator, real: RealSet) -> list:
 
     metrics = []
     for name in settings["extractors"]:
-        weights = settings["inception_weights_path"] if str(name).lower() == "inception" \
-            else settings["effnet_weights_path"]
+        weights = settings[WEIGHTS_SETTINGS.get(str(name).lower(), "effnet_weights_path")]
         try:
             extractor = build_feature_extractor(name, weights,
                                                 precision=feature_precision(settings["precision"], evaluator.device))
@@ -198,8 +201,8 @@ METRICS: dict[str, tuple[dict, Callable[[dict, Evaluator, RealSet], list]]] = {
              "min_resolution": 16, "seed": 0}, _swd),
     "spectral": ({"enabled": True, "high_freq_start": 0.5}, _spectral),
     "fid": ({"enabled": True, "extractors": ["effnet_lite0"], "effnet_weights_path": None,
-             "inception_weights_path": None, "kid_subset_size": 1000, "kid_subsets": 100, "prdc_k": 3,
-             "precision": "auto"}, _fid),
+             "effnet_lite2_weights_path": None, "inception_weights_path": None, "kid_subset_size": 1000,
+             "kid_subsets": 100, "prdc_k": 3, "precision": "auto"}, _fid),
 }
 
 

