@@ -162,7 +162,10 @@ def test_lite2_is_a_second_imagenet_network_with_its_own_weights(effnet, tmp_pat
     cosine = torch.nn.functional.cosine_similarity(lite2(x), effnet(x), dim=1)
     assert lite2(x).shape == (3, 1280) and cosine.max() < 0.9  # a different network, not a renamed Lite0
 
-    # Lite0's weights given as Lite2's: refused, naming the setting and the right file.
+    # Lite0's weights given as Lite2's: refused as a bad setting (exit code 2), naming it and the right file.
+    from artgan.errors import ConfigError
+
     with pytest.raises(FeatureExtractorUnavailable) as info:
         build_feature_extractor("effnet_lite2", weights_path=effnet_lite0_weights_path())
     assert "effnet_lite2_weights_path" in str(info.value) and "efficientnet-lite2-9656183e.pth" in str(info.value)
+    assert isinstance(info.value, ConfigError)

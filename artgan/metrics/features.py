@@ -66,6 +66,11 @@ class FeatureExtractorUnavailable(ArtGANError):
     """The requested feature extractor cannot be built here (missing package or weights, offline)."""
 
 
+class FeatureWeightsSettingError(FeatureExtractorUnavailable, ConfigError):
+    """A weights file the user named cannot be used: a bad setting (exit code 2), skipped like any unavailable
+    extractor when the evaluator is not strict."""
+
+
 def _freeze(module: nn.Module) -> nn.Module:
     module.eval()
     for p in module.parameters():
@@ -109,7 +114,8 @@ class EffNetLiteFeatures(_FrozenExtractor):
         try:
             model = efficientnet_lite(self.variant, weights_path)
         except BackboneUnavailable as e:
-            raise FeatureExtractorUnavailable(
+            error = FeatureWeightsSettingError if weights_path else FeatureExtractorUnavailable
+            raise error(
                 f"The feature extractor 'effnet_lite{self.variant}' is unavailable: {e} Point "
                 f"evaluator.fid.{self.weights_setting} at a valid {spec.file_name} or leave it empty to use the "
                 f"copy inside the '{spec.package}' package, or remove effnet_lite{self.variant} from "
