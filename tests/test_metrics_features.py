@@ -140,7 +140,7 @@ def test_cpu_chunks_give_the_features_of_one_pass(effnet):
     assert x.grad is not None and (x.grad.flatten(1).abs().sum(1) > 0).all()
 
 
-def test_lite2_is_a_second_imagenet_network_with_its_own_weights(effnet, tmp_path):
+def test_lite2_is_a_second_imagenet_network_with_its_own_weights(effnet):
     """EfficientNet-Lite2 (the metric network no discriminator here looks through): every key of its packaged
     weights maps, it is really ImageNet-pretrained, and its features and cache key are not Lite0's."""
     import timm

@@ -42,7 +42,12 @@ from tqdm.auto import tqdm
 
 from artgan.data.transforms import downscale
 from artgan.errors import ArtGANError, ConfigError
-from artgan.metrics.features import FeatureExtractorUnavailable, build_feature_extractor, feature_precision
+from artgan.metrics.features import (
+    EXTRACTORS,
+    FeatureExtractorUnavailable,
+    build_feature_extractor,
+    feature_precision,
+)
 from artgan.metrics.fid import FeatureDistances, extract_features
 from artgan.metrics.kl import ColorKL
 from artgan.metrics.spectral import SpectralDistance
@@ -166,10 +171,6 @@ def _without_enabled(settings: dict) -> dict:
     return {k: v for k, v in settings.items() if k != "enabled"}
 
 
-# extractor -> the setting naming its weights file (the other EfficientNet-Lite0 names: effnet_weights_path)
-WEIGHTS_SETTINGS = {"inception": "inception_weights_path", "effnet_lite2": "effnet_lite2_weights_path"}
-
-
 def _fid(settings: dict, evaluator: Evaluator, real: RealSet) -> list:
     def distances(extractor) -> FeatureDistances:
         return FeatureDistances(extractor, kid_subset_size=settings["kid_subset_size"],
@@ -178,7 +179,9 @@ def _fid(settings: dict, evaluator: Evaluator, real: RealSet) -> list:
 
     metrics = []
     for name in settings["extractors"]:
-        weights = settings[WEIGHTS_SETTINGS.get(str(name).lower(), "effnet_weights_path")]
+        # an unknown name reaches build_feature_extractor, which says what the choices are
+        extractor_class = EXTRACTORS.get(str(name).lower())
+        weights = settings[extractor_class.weights_setting] if extractor_class else None
         try:
             extractor = build_feature_extractor(name, weights,
                                                 precision=feature_precision(settings["precision"], evaluator.device))

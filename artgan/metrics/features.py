@@ -84,6 +84,7 @@ class _FrozenExtractor(nn.Module):
     name: str
     num_features: int
     cache_key: str
+    weights_setting: str  # the evaluator.fid setting that names another copy of the weights
 
     def train(self, mode: bool = True) -> _FrozenExtractor:  # noqa: ARG002 - always eval
         return super().train(False)
@@ -129,11 +130,6 @@ class EffNetLiteFeatures(_FrozenExtractor):
                           + ("-bf16" if precision == "bf16" else ""))
         self.train(False)
 
-    @property
-    def weights_setting(self) -> str:
-        """The evaluator setting that points at another copy of the weights."""
-        return "effnet_weights_path" if self.variant == 0 else f"effnet_lite{self.variant}_weights_path"
-
     def _prepare(self, images: Tensor) -> Tensor:
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
@@ -173,6 +169,7 @@ class EffNetLite0Features(EffNetLiteFeatures):
 
     variant = 0
     name = "effnet"
+    weights_setting = "effnet_weights_path"
 
 
 class EffNetLite2Features(EffNetLiteFeatures):
@@ -180,6 +177,7 @@ class EffNetLite2Features(EffNetLiteFeatures):
 
     variant = 2
     name = "effnet_lite2"
+    weights_setting = "effnet_lite2_weights_path"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,6 +201,7 @@ class InceptionFeatures(_FrozenExtractor):
 
     name = "inception"
     num_features = 2048
+    weights_setting = "inception_weights_path"
 
     def __init__(self, weights_path: str | None = None) -> None:
         super().__init__()
