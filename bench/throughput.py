@@ -75,7 +75,7 @@ def selection(name: str) -> str:
 
 # Timed steps per round (CPU, GPU): a round should take a few seconds.
 STEPS = {"dcgan64": (20, 50), "dcgan128": (6, 30), "dcgan256": (2, 20), "dcgan512": (1, 10),
-         "fastgan64": (8, 50), "best_64": (10, 50), "fastgan128": (3, 30), "fastgan256": (1, 20)}
+         "fastgan64": (8, 50), "best_64": (6, 50), "pixel_64": (10, 50), "fastgan128": (3, 30), "fastgan256": (1, 20)}
 
 
 # ------------------------------------------------------------------------------------------- machine

@@ -126,7 +126,7 @@ def test_regularizers_and_augmentation_train(tmp_path):
 
 
 def test_self_supervised_discriminator_trains_its_decoders_in_the_d_step(tmp_path):
-    module = build_module("experiment=best_64", "model.discriminator.reconstruction=1.0",
+    module = build_module("experiment=pixel_64", "model.discriminator.reconstruction=1.0",
                           "model.discriminator.highpass_gain=4.0", "model.generator.skip_rgb=true")
     fit(module, tmp_path, batches=1)
     opt_g, opt_d = module.optimizers()
@@ -143,7 +143,7 @@ def test_self_supervised_loss_is_logged_only_when_d_has_one(tmp_path):
         images = torch.randint(0, 256, (16 * 2, 3, 64, 64), dtype=torch.uint8)
         trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=logger, log_every_n_steps=1,
                             enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
-        trainer.fit(build_module("experiment=best_64", f"model.discriminator.reconstruction={reconstruction}"),
+        trainer.fit(build_module("experiment=pixel_64", f"model.discriminator.reconstruction={reconstruction}"),
                     DataLoader(images, batch_size=16))
         steps = [m["train/d_self_supervised_step"] for _, m in logger.rows if "train/d_self_supervised_step" in m]
         epochs = [m["train/d_self_supervised_epoch"] for _, m in logger.rows if "train/d_self_supervised_epoch" in m]
@@ -240,7 +240,7 @@ def test_bf16_g_step_sees_the_d_its_d_step_just_updated(tmp_path):
 
 
 def test_spectral_regularizer_trains_the_generator_under_bf16(tmp_path):
-    module = build_module("experiment=best_64", "model.loss.spectrum_matching=1.0")
+    module = build_module("experiment=pixel_64", "model.loss.spectrum_matching=1.0")
     assert module.loss.spectrum_matching == 1.0
     fit(module, tmp_path, batches=1)
     opt_g, _ = module.optimizers()

@@ -1,0 +1,99 @@
+"""Where a generator's diversity gap lies in a feature space: a shared offset or a narrower spread.
+
+The diversity ratio (artgan/metrics/diversity.py) is the generated images' mean pairwise cosine distance over
+the paintings'. Two things lower it: every sample sharing something the paintings do not (a common texture, tint
+or artefact, so the generated features' mean sits away from the paintings'), and samples that vary less than the
+paintings (a narrower spread). For each snapshot (a ``bench/quality.py`` snapshot or a training checkpoint) this
+prints:
+
+* ``diversity``: the ratio as the evaluator computes it (the same seeded latents as ``bench/quality.py``);
+* ``without offset``: the ratio after moving the generated features' mean onto the paintings' mean, i.e. what
+  removing the shared offset alone would give;
+* ``spread``: total feature variance, generated over paintings;
+* ``offset``: the distance between the two means over the paintings' feature standard deviation (root of the
+  total variance).
+
+For scale it first prints the same for the paintings themselves blurred (down to 32, 16 and 8 px and back up):
+how much of the ratio is fine detail rather than composition.
+
+    .venv/bin/python bench/diversity_gap.py bench/results/runs/amd_r31_ens_mbstd_tr_s0/snapshots/t01500.pt
+    .venv/bin/python bench/diversity_gap.py --extractor effnet_lite2 outputs/train/<run>/checkpoints/last.ckpt
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(BENCH.parent))
+
+from quality import DEFAULT_DATA, EVAL_SEED, compose  # noqa: E402
+
+from artgan.metrics.diversity import diversity  # noqa: E402
+from artgan.metrics.features import build_feature_extractor  # noqa: E402
+
+
+def load_generator(path: Path):
+    """The sampling generator of a bench snapshot, or the EMA (else live) generator of a training checkpoint."""
+    from artgan.generate.checkpoint import load_generator as from_checkpoint
+    from artgan.models import registry
+
+    snap = torch.load(path, map_location="cpu", weights_only=True) if path.suffix == ".pt" else None
+    if snap is None or "generator" not in snap:
+        return from_checkpoint(str(path), use_ema=True).generator
+    generator = registry.build("generator", snap["generator"])
+    generator.load_state_dict(snap["state_dict"])
+    return generator
+
+
+def gap(fake: torch.Tensor, real: torch.Tensor) -> dict[str, float]:
+    real_var = real.var(0).sum()
+    return {"diversity": diversity(fake, real)["diversity_ratio"],
+            "without offset": diversity(fake - fake.mean(0) + real.mean(0), real)["diversity_ratio"],
+            "spread": float(fake.var(0).sum() / real_var),
+            "offset": float((fake.mean(0) - real.mean(0)).norm() / real_var.sqrt())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("snapshots", nargs="+", type=Path)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--extractor", default="effnet", help="effnet (Lite0) or effnet_lite2")
+    parser.add_argument("--num-samples", type=int, default=1000)
+    args = parser.parse_args(argv)
+    torch.set_grad_enabled(False)
+    from hydra.utils import instantiate
+
+    cfg = compose([f"model.resolution={args.resolution}", "data=abstract_art", f"data.root={args.data}"])
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    real_images = datamodule.real_images().float() / 127.5 - 1.0
+    extractor = build_feature_extractor(args.extractor)
+
+    def features(images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([extractor(batch).float() for batch in images.clamp(-1, 1).split(64)])
+
+    def show(name: str, values: dict[str, float]) -> None:
+        print(f"{name:>40}  " + "  ".join(f"{k} {v:.3f}" for k, v in values.items()), flush=True)
+
+    real = features(real_images)
+    size = args.resolution
+    for low in (32, 16, 8):
+        blurred = F.interpolate(F.interpolate(real_images, size=low, mode="area"), size=size, mode="bilinear")
+        show(f"paintings blurred to {low} px", gap(features(blurred), real))
+    for path in args.snapshots:
+        generator = load_generator(path).eval()
+        latents = generator.sample_latents(args.num_samples, generator=torch.Generator().manual_seed(EVAL_SEED))
+        show(str(path)[-40:], gap(features(torch.cat([generator(z) for z in latents.split(64)])), real))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
