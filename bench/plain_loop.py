@@ -5,18 +5,23 @@ per batch, ``n_critic`` D steps on real + detached fake images, then one G step 
 (no second G forward) with D's parameters frozen (``requires_grad_(False)``) so the G backward computes no
 D weight gradients; D's self-supervised loss on the reals where it has one. Non-saturating BCE or hinge loss,
 the DiffAugment module it is given on everything D sees, the optimizers it is given (Adam in the benchmark),
-uint8 batches turned into [-1, 1] on the device. Nothing is logged and nothing is read back to the host.
+uint8 batches turned into [-1, 1] on the device. Where the recipe has them, the spectral regularizer in G's loss
+and an EMA of G's weights and buffers after each G step (a lerp of all of them), so both loops do the same work.
+Nothing is logged and nothing is read back to the host.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
 from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from artgan.losses import spectrum_matching_term
 
 
 def d_loss_bce(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
@@ -46,7 +51,7 @@ class PlainGANLoop:
     def __init__(self, generator: nn.Module, discriminator: nn.Module, opt_g: torch.optim.Optimizer,
                  opt_d: torch.optim.Optimizer, device: torch.device | str = "cpu", n_critic: int = 1,
                  channels_last: bool = False, precision: str = "32-true", hinge: bool = False,
-                 augment: nn.Module | None = None):
+                 augment: nn.Module | None = None, spectrum_matching: float = 0.0, ema_decay: float | None = None):
         self.g, self.d, self.opt_g, self.opt_d = generator, discriminator, opt_g, opt_d
         self.d_loss, self.g_loss = (d_loss_hinge, g_loss_hinge) if hinge else (d_loss_bce, g_loss_bce)
         self.augment = augment or nn.Identity()
@@ -56,6 +61,11 @@ class PlainGANLoop:
         dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=dtype)) if dtype else contextlib.nullcontext
         self.scaler = torch.amp.GradScaler(self.device.type) if precision == "16-mixed" else None
+        self.spectrum_matching, self.ema_decay = spectrum_matching, ema_decay
+        if ema_decay:
+            ema = copy.deepcopy(generator).requires_grad_(False)
+            self.ema_tensors = [t for t in [*ema.parameters(), *ema.buffers()] if t.is_floating_point()]
+            self.live_tensors = [t for t in [*generator.parameters(), *generator.buffers()] if t.is_floating_point()]
 
     def _backward_step(self, loss: Tensor, opt: torch.optim.Optimizer) -> None:
         if self.scaler is None:
@@ -87,8 +97,13 @@ class PlainGANLoop:
             p.requires_grad_(False)
         with self.autocast():
             g_loss = self.g_loss(self.d(self.augment(fake)).float())
+            if self.spectrum_matching:
+                g_loss = g_loss + self.spectrum_matching * spectrum_matching_term(fake, real)
         self.opt_g.zero_grad(set_to_none=True)
         self._backward_step(g_loss, self.opt_g)
+        if self.ema_decay:
+            with torch.no_grad():
+                torch._foreach_lerp_(self.ema_tensors, self.live_tensors, 1.0 - self.ema_decay)
         for p in self.d_trained:  # a frozen backbone stays frozen
             p.requires_grad_(True)
 

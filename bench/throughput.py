@@ -175,7 +175,9 @@ class Case:
                                   n_critic=int(self.cfg.model.n_critic), channels_last=cl,
                                   precision=resolve_precision(self.cfg.trainer.precision, device.type)[0],
                                   hinge="Hinge" in str(m.loss._target_),
-                                  augment=instantiate(m.augment) if m.get("augment") else None)
+                                  augment=instantiate(m.augment) if m.get("augment") else None,
+                                  spectrum_matching=float(m.loss.get("spectrum_matching") or 0.0),
+                                  ema_decay=m.get("ema_decay"))
 
     def _compose(self, *extra: str):
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
