@@ -35,6 +35,7 @@ sys.path.insert(0, str(BENCH.parent))
 
 from quality import DEFAULT_DATA, EVAL_SEED, compose  # noqa: E402
 
+from artgan.errors import ArtGANError  # noqa: E402
 from artgan.metrics.diversity import diversity  # noqa: E402
 from artgan.metrics.features import build_feature_extractor  # noqa: E402
 
@@ -68,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extractor", default="effnet", help="effnet (Lite0) or effnet_lite2")
     parser.add_argument("--num-samples", type=int, default=1000)
     args = parser.parse_args(argv)
+    missing = [str(p) for p in args.snapshots if not p.is_file()]
+    if missing:
+        print(f"diversity_gap.py: no such snapshot or checkpoint: {', '.join(missing)}. Pass bench/quality.py "
+              "snapshots (bench/results/runs/<run>/snapshots/t*.pt) or train.py checkpoints (*.ckpt).",
+              file=sys.stderr)
+        return 2
     torch.set_grad_enabled(False)
     from hydra.utils import instantiate
 
@@ -96,4 +103,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except ArtGANError as err:  # a data folder or checkpoint it cannot use: the message says which and what to do
+        print(f"diversity_gap.py: {err}", file=sys.stderr)
+        sys.exit(2)
