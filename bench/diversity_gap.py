@@ -33,7 +33,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent))
 
-from quality import DEFAULT_DATA, EVAL_SEED, compose  # noqa: E402
+from quality import DEFAULT_DATA, EVAL_SEED, compose, load_snapshot  # noqa: E402
 
 from artgan.errors import ArtGANError  # noqa: E402
 from artgan.metrics.diversity import diversity  # noqa: E402
@@ -43,14 +43,10 @@ from artgan.metrics.features import build_feature_extractor  # noqa: E402
 def load_generator(path: Path):
     """The sampling generator of a bench snapshot, or the EMA (else live) generator of a training checkpoint."""
     from artgan.generate.checkpoint import load_generator as from_checkpoint
-    from artgan.models import registry
 
-    snap = torch.load(path, map_location="cpu", weights_only=True) if path.suffix == ".pt" else None
-    if snap is None or "generator" not in snap:
+    if path.suffix == ".ckpt":
         return from_checkpoint(str(path), use_ema=True).generator
-    generator = registry.build("generator", snap["generator"])
-    generator.load_state_dict(snap["state_dict"])
-    return generator
+    return load_snapshot(path)[0]
 
 
 def gap(fake: torch.Tensor, real: torch.Tensor) -> dict[str, float]:

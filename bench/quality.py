@@ -237,6 +237,18 @@ class RealSubset:
         return self.images[:n]
 
 
+def load_snapshot(path: Path):
+    """The sampling generator a snapshot holds (eval mode) and the snapshot (its time, images and steps)."""
+    import torch
+
+    from artgan.models import registry
+
+    snap = torch.load(path, map_location="cpu", weights_only=True)
+    generator = registry.build("generator", snap["generator"])
+    generator.load_state_dict(snap["state_dict"])
+    return generator.eval(), snap
+
+
 class Scorer:
     def __init__(self, data_root: Path, resolution: int, num_samples: int):
         import torch
@@ -260,12 +272,7 @@ class Scorer:
     def score_snapshot(self, path: Path) -> tuple[dict, object]:
         import torch
 
-        from artgan.models import registry
-
-        snap = torch.load(path, map_location="cpu", weights_only=True)
-        generator = registry.build("generator", snap["generator"])
-        generator.load_state_dict(snap["state_dict"])
-        generator.eval()
+        generator, snap = load_snapshot(path)
         values = self.evaluator.evaluate(generator, "cpu")
         z = generator.sample_latents(64, generator=torch.Generator().manual_seed(EVAL_SEED))
         samples = generator(z)
