@@ -204,6 +204,50 @@ def test_spectrum_matching_weight_adds_to_generator_loss_only_when_on():
         NonSaturatingLoss(spectrum_matching=-1.0)
 
 
+def test_ot_matching_term_is_zero_for_a_reordered_set_and_the_square_of_a_known_shift():
+    from artgan.losses import ot_matching_term
+
+    real = _smooth_images(8, 0)
+    assert ot_matching_term(real[torch.randperm(8)], real).item() == pytest.approx(0.0, abs=1e-12)
+    # A shift of every pixel by c: the best pairing is each image with its own original, costing c^2.
+    assert ot_matching_term(real + 0.3, real).item() == pytest.approx(0.09, rel=1e-5)
+
+
+def test_ot_matching_gradient_pulls_a_collapsed_batch_apart_onto_distinct_paintings():
+    """What G gets from the term: eight copies of one picture, descended, become eight different layouts, each
+    the coarse layout of a different painting (one to one), not eight copies of their mean."""
+    from artgan.losses import ot_matching_term
+
+    real = _smooth_images(8, 0)
+    fake = _smooth_images(1, 1).repeat(8, 1, 1, 1).requires_grad_(True)
+    opt = torch.optim.Adam([fake], lr=2e-2)
+    for _ in range(200):
+        opt.zero_grad()
+        ot_matching_term(fake, real).backward()
+        opt.step()
+    coarse = torch.nn.functional.adaptive_avg_pool2d
+    f, r = coarse(fake.detach(), 16).flatten(1), coarse(real, 16).flatten(1)
+    nearest = torch.cdist(f, r).argmin(dim=1)
+    assert sorted(nearest.tolist()) == list(range(8))
+    assert ot_matching_term(fake, real).item() < 0.01
+
+
+def test_ot_matching_weight_adds_to_generator_loss_only_when_on():
+    from artgan.losses import ot_matching_term
+
+    real, fake = _smooth_images(4, 0), _smooth_images(4, 1)
+    def critic(x):
+        return torch.zeros(x.shape[0])
+    off = HingeLoss().generator_loss(critic, fake, real)
+    on = HingeLoss(ot_matching=3.0, ot_matching_size=8).generator_loss(critic, fake, real)
+    assert off.item() == pytest.approx(0.0)
+    assert on.item() == pytest.approx(3.0 * ot_matching_term(fake, real, 8).item(), rel=1e-5)
+    with pytest.raises(ValueError, match="ot_matching"):
+        HingeLoss(ot_matching=-1.0)
+    with pytest.raises(ValueError, match="ot_matching_size"):
+        HingeLoss(ot_matching_size=0)
+
+
 def test_lecam_term_on_hand_computed_values():
     from artgan.losses import LogitAnchors, lecam_term
 
