@@ -118,15 +118,17 @@ class FastGANGenerator(Generator):
     """
 
     def __init__(self, resolution: int = 64, latent_dim: int = 256, ngf: int = 64, lite: bool = True,
-                 upsample: str = "nearest", skip_rgb: bool = False, noise: bool = False):
+                 upsample: str = "nearest", skip_rgb: bool = False, noise: bool = False, min_channels: int = 0):
         super().__init__(resolution, latent_dim, ngf=ngf, lite=lite, upsample=upsample, skip_rgb=skip_rgb,
-                         noise=noise)
+                         noise=noise, min_channels=min_channels)
         if isinstance(ngf, bool) or not isinstance(ngf, int) or ngf < 1:
             raise ValueError(f"ngf must be a positive integer, got {ngf!r}")
         if upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample must be one of {', '.join(UPSAMPLE_MODES)}; got {upsample!r}.")
+        if isinstance(min_channels, bool) or not isinstance(min_channels, int) or min_channels < 0:
+            raise ValueError(f"min_channels is a floor on every block's width (0: none), got {min_channels!r}")
         sizes = [s for s in WIDTH_MULTIPLIERS if s <= self.resolution]
-        widths = {s: int(WIDTH_MULTIPLIERS[s] * ngf) for s in sizes}
+        widths = {s: max(int(WIDTH_MULTIPLIERS[s] * ngf), min_channels) for s in sizes}
         if widths[self.resolution] < 1:
             raise ValueError(f"ngf={ngf} leaves no channel at {self.resolution} px; use ngf >= "
                              f"{int(1 / WIDTH_MULTIPLIERS[self.resolution])}")
