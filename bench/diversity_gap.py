@@ -14,7 +14,16 @@ prints:
   total variance).
 
 For scale it first prints the same for the paintings themselves blurred (down to 32, 16 and 8 px and back up):
-how much of the ratio is fine detail rather than composition.
+how much of the ratio is fine detail rather than composition. Then, per snapshot, two more views:
+
+* **at which scale**: the ratio with both sets blurred to 48, 32 and 16 px; where it jumps towards 1 is the scale
+  whose variety the samples lack;
+* **kinds of painting**: the paintings clustered (k-means, ``--clusters``, in the same features), each sample put
+  in its nearest cluster. ``share gap`` is the total-variation distance between the two cluster histograms (0: the
+  samples paint every kind as often as the paintings show it); ``rebalanced`` is the ratio with each sample
+  weighted by its cluster's painting share over its generated share, the most that painting the kinds in the
+  paintings' proportions could give (what conditioning on the clusters aims at); ``within`` is the generated
+  over the painted diversity inside each cluster, averaged over clusters.
 
     .venv/bin/python bench/diversity_gap.py bench/results/runs/amd_r31_ens_mbstd_tr_s0/snapshots/t01500.pt
     .venv/bin/python bench/diversity_gap.py --extractor effnet_lite2 outputs/train/<run>/checkpoints/last.ckpt
@@ -36,7 +45,7 @@ sys.path.insert(0, str(BENCH.parent))
 from quality import DEFAULT_DATA, EVAL_SEED, compose, load_snapshot  # noqa: E402
 
 from artgan.errors import ArtGANError  # noqa: E402
-from artgan.metrics.diversity import diversity  # noqa: E402
+from artgan.metrics.diversity import cosine_distances, diversity, mean_pairwise_distance  # noqa: E402
 from artgan.metrics.features import build_feature_extractor  # noqa: E402
 
 
@@ -57,6 +66,31 @@ def gap(fake: torch.Tensor, real: torch.Tensor) -> dict[str, float]:
             "offset": float((fake.mean(0) - real.mean(0)).norm() / real_var.sqrt())}
 
 
+def weighted_diversity(fake: torch.Tensor, real: torch.Tensor, weights: torch.Tensor) -> float:
+    """The diversity ratio with each generated sample's pairs weighted by ``weights`` (pairs i != j)."""
+    pair = weights.double()[:, None] * weights.double()[None, :]
+    pair.fill_diagonal_(0)
+    return float((cosine_distances(fake, fake) * pair).sum() / pair.sum()) / mean_pairwise_distance(real)
+
+
+def kinds(fake: torch.Tensor, real: torch.Tensor, k: int) -> dict[str, float]:
+    """Cluster coverage of the generated samples over k-means clusters of the paintings (cosine geometry)."""
+    from scipy.cluster.vq import kmeans2
+
+    real_unit, fake_unit = F.normalize(real.double(), dim=1), F.normalize(fake.double(), dim=1)
+    centroids, real_of = kmeans2(real_unit.numpy(), k, seed=0, minit="++")
+    real_of = torch.as_tensor(real_of)
+    fake_of = torch.cdist(fake_unit, torch.as_tensor(centroids)).argmin(1)
+    real_share = torch.bincount(real_of, minlength=k).double() / len(real_of)
+    fake_share = torch.bincount(fake_of, minlength=k).double() / len(fake_of)
+    weights = (real_share / fake_share.clamp_min(1e-12))[fake_of]
+    within = [mean_pairwise_distance(fake[fake_of == j]) / mean_pairwise_distance(real[real_of == j])
+              for j in range(k) if (fake_of == j).sum() > 1 and (real_of == j).sum() > 1]
+    return {"share gap": float(0.5 * (real_share - fake_share).abs().sum()),
+            "rebalanced": weighted_diversity(fake, real, weights),
+            "within": sum(within) / len(within)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("snapshots", nargs="+", type=Path)
@@ -64,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--extractor", default="effnet", help="effnet (Lite0) or effnet_lite2")
     parser.add_argument("--num-samples", type=int, default=1000)
+    parser.add_argument("--clusters", type=int, default=8, help="k-means clusters of the paintings (kinds)")
     args = parser.parse_args(argv)
     missing = [str(p) for p in args.snapshots if not p.is_file()]
     if missing:
@@ -80,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     real_images = datamodule.real_images().float() / 127.5 - 1.0
     extractor = build_feature_extractor(args.extractor)
 
+    def blur(images: torch.Tensor, low: int) -> torch.Tensor:
+        return F.interpolate(F.interpolate(images, size=low, mode="area"), size=size, mode="bilinear")
+
     def features(images: torch.Tensor) -> torch.Tensor:
         return torch.cat([extractor(batch).float() for batch in images.clamp(-1, 1).split(64)])
 
@@ -89,12 +127,18 @@ def main(argv: list[str] | None = None) -> int:
     real = features(real_images)
     size = args.resolution
     for low in (32, 16, 8):
-        blurred = F.interpolate(F.interpolate(real_images, size=low, mode="area"), size=size, mode="bilinear")
-        show(f"paintings blurred to {low} px", gap(features(blurred), real))
+        show(f"paintings blurred to {low} px", gap(features(blur(real_images, low)), real))
+    lows = [low for low in (48, 32, 16) if low < size]
+    real_blurred = {low: features(blur(real_images, low)) for low in lows}
     for path in args.snapshots:
         generator = load_generator(path).eval()
         latents = generator.sample_latents(args.num_samples, generator=torch.Generator().manual_seed(EVAL_SEED))
-        show(str(path)[-40:], gap(features(torch.cat([generator(z) for z in latents.split(64)])), real))
+        images = torch.cat([generator(z) for z in latents.split(64)]).clamp(-1, 1)
+        fake = features(images)
+        show(str(path)[-40:], gap(fake, real))
+        show("both blurred to", {f"{low} px": diversity(features(blur(images, low)), real_blurred[low])
+                                 ["diversity_ratio"] for low in lows})
+        show(f"kinds ({args.clusters} clusters)", kinds(fake, real, args.clusters))
     return 0
 
 
