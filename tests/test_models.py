@@ -130,6 +130,21 @@ def test_discriminator_highpass_branch_sees_only_detail():
         Discriminator(64, 8, highpass_gain=-1.0)
 
 
+def test_discriminator_full_resolution_layer_is_a_setting_that_round_trips():
+    d = Discriminator(64, 8, norm="none", spectral_norm=True, full_res_channels=16, reconstruction=1.0)
+    first = d.net[0]
+    assert (first.in_channels, first.out_channels, first.stride) == (3, 16, (1, 1))
+    assert torch.nn.utils.parametrize.is_parametrized(first, "weight") and d.net[2].in_channels == 16
+    x = torch.randn(2, 3, 64, 64)
+    assert d(x).shape == (2,) and d.self_supervised_loss(x).ndim == 0  # the taps still find the 8 and 16 px maps
+    clone = registry.build("discriminator", d.spec())
+    clone.load_state_dict(d.state_dict())
+    assert torch.allclose(clone.eval()(x), d.eval()(x))
+    assert Discriminator(64, 8).net[0].stride == (2, 2)  # off by default
+    with pytest.raises(ValueError, match="full_res_channels"):
+        Discriminator(64, 8, full_res_channels=-4)
+
+
 @pytest.mark.parametrize("resolution", [64, 128])
 def test_discriminator_self_supervision_learns_to_rebuild_real_images(resolution):
     torch.manual_seed(0)

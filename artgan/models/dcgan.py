@@ -116,13 +116,18 @@ class DCGANDiscriminator(Discriminator):
     which averages its logits.
 
     ``highpass_gain`` > 0 gives D the image's high-pass residual times that gain beside the image
-    (:class:`HighPassBranch`; 0: off). ``reconstruction`` > 0 adds FastGAN's self-supervision with that weight:
+    (:class:`HighPassBranch`; 0: off). ``full_res_channels`` > 0 puts a stride-1 3x3 conv of that width at the
+    image's own size first: the first stride-2 conv alone sees a thin line and a smear of it much alike.
+    ``reconstruction`` > 0 adds FastGAN's self-supervision with that weight:
     decoders rebuild each real image from the 8 px features and a random quarter of it from the 16 px ones
     (:class:`~artgan.models.reconstruction.ReconstructionHead`; 0: off)."""
 
     def __init__(self, resolution: int = 64, ndf: int = 64, max_channels: int = 512, norm: str = "batch",
                  spectral_norm: bool = False, channels: int = 3, minibatch_std: int = 0, patch_logits: int = 0,
-                 highpass_gain: float = 0.0, reconstruction: float = 0.0):
+                 highpass_gain: float = 0.0, reconstruction: float = 0.0, full_res_channels: int = 0):
+        if isinstance(full_res_channels, bool) or not isinstance(full_res_channels, int) or full_res_channels < 0:
+            raise ValueError(f"full_res_channels is the width of a stride-1 conv at the image's own size before the "
+                             f"first stride-2 one (0 = off, e.g. 32); got {full_res_channels!r}.")
         if isinstance(minibatch_std, bool) or not isinstance(minibatch_std, int) or minibatch_std < 0:
             raise ValueError(f"minibatch_std is a group size (0 = off, 4 is usual), got {minibatch_std!r}.")
         if isinstance(highpass_gain, bool) or not isinstance(highpass_gain, (int, float)) or highpass_gain < 0:
@@ -133,7 +138,8 @@ class DCGANDiscriminator(Discriminator):
                              f"got {reconstruction!r}.")
         super().__init__(resolution, ndf=ndf, max_channels=max_channels, norm=norm, spectral_norm=spectral_norm,
                          channels=channels, minibatch_std=minibatch_std, patch_logits=patch_logits,
-                         highpass_gain=highpass_gain, reconstruction=reconstruction)
+                         highpass_gain=highpass_gain, reconstruction=reconstruction,
+                         full_res_channels=full_res_channels)
         n_down = num_doublings(self.resolution)
         widths = [min(ndf * 2**i, max_channels) for i in range(n_down)]  # R/2 ... 4x4
         sizes = [self.resolution // 2 ** (i + 1) for i in range(n_down)]
@@ -142,8 +148,11 @@ class DCGANDiscriminator(Discriminator):
                              f"0 (off) or one of {', '.join(map(str, sizes))} at {self.resolution} px; "
                              f"got {patch_logits!r}.")
         layers: list[nn.Module] = [HighPassBranch(highpass_gain)] if highpass_gain else []
-        layers += [nn.Conv2d(channels * (2 if highpass_gain else 1), widths[0], 4, 2, 1, bias=False),
-                   nn.LeakyReLU(0.2, True)]
+        c_in = channels * (2 if highpass_gain else 1)
+        if full_res_channels:  # judges structure one or two pixels wide before the first stride-2 conv skips it
+            layers += [nn.Conv2d(c_in, full_res_channels, 3, 1, 1, bias=False), nn.LeakyReLU(0.2, True)]
+            c_in = full_res_channels
+        layers += [nn.Conv2d(c_in, widths[0], 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
         taps = [len(layers) - 1]  # index of each block's output activation, one per size in ``sizes``
         for c_in, c_out in zip(widths[:-1], widths[1:]):
             # Without a norm layer the conv needs its own bias.
