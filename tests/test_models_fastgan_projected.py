@@ -74,7 +74,10 @@ def test_bilinear_upsampling_is_a_setting_and_checked():
 def test_min_channels_widens_only_the_narrow_fine_blocks():
     plain = FastGANGenerator(64, latent_dim=16, ngf=8)
     wide = FastGANGenerator(64, latent_dim=16, ngf=8, min_channels=32)
-    width = lambda g, size: g.up[str(size)][1].out_channels // 2  # the conv emits twice the width for GLU
+
+    def width(g: FastGANGenerator, size: int) -> int:
+        return g.up[str(size)][1].out_channels // 2  # the conv emits twice the width for GLU
+
     assert [width(plain, s) for s in (8, 16, 32, 64)] == [64, 32, 16, 16]
     assert [width(wide, s) for s in (8, 16, 32, 64)] == [64, 32, 32, 32]
     assert wide.to_rgb.in_channels == 32 and wide(wide.sample_latents(2)).shape == (2, 3, 64, 64)
