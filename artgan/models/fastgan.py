@@ -114,7 +114,8 @@ class FastGANGenerator(Generator):
     injection, so sampling is deterministic. ``upsample="bilinear"`` interpolates instead of repeating pixels:
     nearest-neighbour copies leave 2 x 2 blocks that the following 3x3 conv must learn to smooth away.
     ``noise=True`` gives lite blocks full blocks' noise injection (StyleGAN's per-pixel source of stochastic
-    detail, so fine texture need not be a function of the latent alone) at almost no cost.
+    detail, so fine texture need not be a function of the latent alone) at almost no cost. ``min_channels`` is a
+    floor on every block's width: at a small ``ngf`` it widens only the narrow fine blocks.
     """
 
     def __init__(self, resolution: int = 64, latent_dim: int = 256, ngf: int = 64, lite: bool = True,
