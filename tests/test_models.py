@@ -145,6 +145,33 @@ def test_discriminator_full_resolution_layer_is_a_setting_that_round_trips():
         Discriminator(64, 8, full_res_channels=-4)
 
 
+def test_pacgan_judges_consecutive_images_together_and_shares_the_logit():
+    """pack=2: the first conv takes both images' channels, images 2k and 2k+1 get pack k's logit, an odd batch
+    fills its last pack with the first image, gradients reach every image, and the setting round-trips."""
+    torch.manual_seed(0)
+    d = Discriminator(64, 8, norm="none", spectral_norm=True, patch_logits=16, pack=2).eval()
+    assert d.net[0].in_channels == 6
+    x = torch.randn(5, 3, 64, 64, requires_grad=True)
+    logits = d(x)
+    assert logits.shape == (5, 2 * 16 * 16)
+    assert torch.equal(logits[0], logits[1]) and torch.equal(logits[2], logits[3])
+    assert not torch.equal(logits[1], logits[2])
+    torch.testing.assert_close(logits[4], d(torch.stack([x[4], x[0]]).detach())[0])  # short pack: x4 with x0
+    swapped = d(torch.stack([x[0], x[2]]).detach())[0]  # a different partner changes the verdict
+    assert not torch.allclose(swapped, logits[0])
+    logits.sum().backward()
+    assert (x.grad.abs().sum(dim=(1, 2, 3)) > 0).all()
+    clone = registry.build("discriminator", d.spec())
+    clone.load_state_dict(d.state_dict())
+    assert torch.equal(clone.eval()(x.detach()), logits.detach())
+    assert Discriminator(64, 8).net[0].in_channels == 3  # off by default
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="pack is how many images"):
+            Discriminator(64, 8, pack=bad)
+    with pytest.raises(ValueError, match="reconstruction"):
+        Discriminator(64, 8, pack=2, reconstruction=1.0)
+
+
 @pytest.mark.parametrize("resolution", [64, 128])
 def test_discriminator_self_supervision_learns_to_rebuild_real_images(resolution):
     torch.manual_seed(0)

@@ -293,3 +293,32 @@ def test_fewer_backbone_stages_keep_the_finest_scales_and_round_trip():
     for bad in (0, 5, 2.0, True):
         with pytest.raises(ValueError, match="stages"):
             ProjectedDiscriminator(64, stages=bad)
+
+
+def test_crop_size_judges_one_enlarged_window_per_image():
+    """crop_size=32: in eval mode D judges the centre 32 px of each image enlarged to the backbone's input (the
+    same picture as cropping then resizing bilinearly); in training each image gets its own random window inside
+    the image, gradients reach the image, and the setting travels in the spec; bad sizes are refused by name."""
+    torch.manual_seed(0)
+    d = ProjectedDiscriminator(64, proj_channels=8, max_channels=16, norm="none", stages=1, crop_size=32)
+    x = images(4)
+    centre = torch.nn.functional.interpolate(x[..., 16:48, 16:48], size=64, mode="bilinear", align_corners=False)
+    window = d.eval().windows(x)
+    assert window.shape == (4, 3, 64, 64)
+    torch.testing.assert_close(window[..., 1:-1, 1:-1], centre[..., 1:-1, 1:-1])  # borders: clamped vs sampled
+    # a left-to-right ramp: a window's mean column says where it sits; random windows differ and stay inside
+    ramp = torch.linspace(-1, 1, 64).expand(8, 3, 64, 64)
+    d.train()
+    means = d.windows(ramp).mean(dim=(1, 2, 3))
+    assert means.unique().numel() > 1 and means.abs().max() <= 0.5 + 1e-3
+    x.requires_grad_(True)
+    d(x).mean().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert d.config["crop_size"] == 32
+    rebuilt = registry.build("discriminator", {"class": registry.class_path(ProjectedDiscriminator),
+                                               "kwargs": d.config})
+    rebuilt.load_state_dict(d.state_dict(), strict=True)
+    assert torch.equal(rebuilt.eval()(x.detach()), d.eval()(x.detach()))
+    for bad in (4, 64, 100, 32.0, True):
+        with pytest.raises(ValueError, match="crop_size"):
+            ProjectedDiscriminator(64, crop_size=bad)

@@ -118,13 +118,23 @@ class DCGANDiscriminator(Discriminator):
     ``highpass_gain`` > 0 gives D the image's high-pass residual times that gain beside the image
     (:class:`HighPassBranch`; 0: off). ``full_res_channels`` > 0 puts a stride-1 3x3 conv of that width at the
     image's own size first: the first stride-2 conv alone sees a thin line and a smear of it much alike.
+    ``pack`` > 1 judges that many images together, stacked as channels (PacGAN, Lin et al., NeurIPS 2018): a pack
+    of generated images that repeat one another looks unlike a pack of paintings, which penalises lost variety
+    far more strongly than a one-image D can; each image gets its pack's logits.
     ``reconstruction`` > 0 adds FastGAN's self-supervision with that weight:
     decoders rebuild each real image from the 8 px features and a random quarter of it from the 16 px ones
     (:class:`~artgan.models.reconstruction.ReconstructionHead`; 0: off)."""
 
     def __init__(self, resolution: int = 64, ndf: int = 64, max_channels: int = 512, norm: str = "batch",
                  spectral_norm: bool = False, channels: int = 3, minibatch_std: int = 0, patch_logits: int = 0,
-                 highpass_gain: float = 0.0, reconstruction: float = 0.0, full_res_channels: int = 0):
+                 highpass_gain: float = 0.0, reconstruction: float = 0.0, full_res_channels: int = 0,
+                 pack: int = 1):
+        if isinstance(pack, bool) or not isinstance(pack, int) or pack < 1:
+            raise ValueError(f"pack is how many images D judges together, stacked as channels (PacGAN; 1 = off, "
+                             f"2 is the paper's); got {pack!r}.")
+        if pack > 1 and reconstruction:
+            raise ValueError("model.discriminator.pack > 1 and model.discriminator.reconstruction > 0 do not go "
+                             "together: the decoders rebuild one image, a pack holds several. Set one of them off.")
         if isinstance(full_res_channels, bool) or not isinstance(full_res_channels, int) or full_res_channels < 0:
             raise ValueError(f"full_res_channels is the width of a stride-1 conv at the image's own size before the "
                              f"first stride-2 one (0 = off, e.g. 32); got {full_res_channels!r}.")
@@ -139,7 +149,8 @@ class DCGANDiscriminator(Discriminator):
         super().__init__(resolution, ndf=ndf, max_channels=max_channels, norm=norm, spectral_norm=spectral_norm,
                          channels=channels, minibatch_std=minibatch_std, patch_logits=patch_logits,
                          highpass_gain=highpass_gain, reconstruction=reconstruction,
-                         full_res_channels=full_res_channels)
+                         full_res_channels=full_res_channels, pack=pack)
+        self.pack = pack
         n_down = num_doublings(self.resolution)
         widths = [min(ndf * 2**i, max_channels) for i in range(n_down)]  # R/2 ... 4x4
         sizes = [self.resolution // 2 ** (i + 1) for i in range(n_down)]
@@ -148,7 +159,7 @@ class DCGANDiscriminator(Discriminator):
                              f"0 (off) or one of {', '.join(map(str, sizes))} at {self.resolution} px; "
                              f"got {patch_logits!r}.")
         layers: list[nn.Module] = [HighPassBranch(highpass_gain)] if highpass_gain else []
-        c_in = channels * (2 if highpass_gain else 1)
+        c_in = channels * pack * (2 if highpass_gain else 1)
         if full_res_channels:  # judges structure one or two pixels wide before the first stride-2 conv skips it
             layers += [nn.Conv2d(c_in, full_res_channels, 3, 1, 1, bias=False), nn.LeakyReLU(0.2, True)]
             c_in = full_res_channels
@@ -192,6 +203,16 @@ class DCGANDiscriminator(Discriminator):
         return self.reconstruction_weight * self.reconstruction.loss(real, fine, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pack == 1:
+            return self._judge(x)
+        n = x.shape[0]
+        packs = -(-n // self.pack)
+        if n % self.pack:  # a last, short pack is filled with the batch's first images
+            x = torch.cat([x, x[:packs * self.pack - n]])
+        packed = x.reshape(packs, self.pack * x.shape[1], *x.shape[2:])
+        return self._judge(packed).repeat_interleave(self.pack, dim=0)[:n]  # each image gets its pack's logits
+
+    def _judge(self, x: torch.Tensor) -> torch.Tensor:
         if self.patch_head is None:
             return self.net(x).flatten()
         for i, layer in enumerate(self.net):
