@@ -82,6 +82,7 @@ def test_gradient_reaches_the_image_through_every_member(ensemble):
     ({"weights": {"pixel": 1}}, "give every member a weight"),
     ({"weights": {"pixel": 0, "features": 1}}, "weights.pixel must be a positive integer"),
     ({"members": {"pixel": 3}}, "members.pixel must be a discriminator config"),
+    ({"augment": {"pixels": "color"}}, "augment names \\['pixels'\\], which are not members"),
 ])
 def test_bad_settings_name_the_key(kwargs, message):
     settings = {"members": members(), **kwargs}
@@ -92,3 +93,23 @@ def test_bad_settings_name_the_key(kwargs, message):
 def test_members_must_judge_the_ensembles_resolution():
     with pytest.raises(ValueError, match="members.pixel judges 128 px images"):
         EnsembleDiscriminator(64, members={"pixel": DCGANDiscriminator(128, ndf=4)})
+
+
+def test_member_augmentation_reaches_only_its_member_and_round_trips():
+    """augment={features: [color, cutout]}: the projected member judges colour-jittered, cut-out images while the
+    pixel member judges the images as given (its logits equal its own D's); the policy travels in the spec, and
+    the checkpoint is the one without it."""
+    parts = members()
+    d = EnsembleDiscriminator(64, members=parts, augment={"features": ["color", "cutout"]}).eval()
+    x = images()
+    logits = d(x)
+    assert torch.equal(logits[:, :1], parts["pixel"](x).reshape(len(x), -1))
+    torch.manual_seed(1)
+    first = d(x)[:, 1:]
+    torch.manual_seed(2)
+    assert not torch.allclose(first, d(x)[:, 1:])  # a fresh jitter and cut-out every call
+    assert d.spec()["kwargs"]["augment"] == {"features": "color,cutout"}
+    plain = EnsembleDiscriminator(64, members=members())
+    assert d.state_dict().keys() == plain.state_dict().keys()
+    rebuilt = registry.build("discriminator", d.spec())
+    assert rebuilt.member_augment["features"].ops == ["color", "cutout"]

@@ -7,7 +7,9 @@ layouts from the first step but is blind to what those features ignore (palette,
 lattice). Together each covers the other's blind spot. Vision-aided GAN keeps the original discriminator and
 adds one on pretrained features, which is what ``members`` = a pixel D plus a projected D gives.
 
-Every member sees the same (augmented) images. Their logits are concatenated to ``(B, K)``; since losses average
+Every member sees the same (augmented) images; ``augment`` can add DiffAugment ops for one member only (e.g. colour
+jitter for the projected member, so that it judges shapes and texture, while the pixel member alone judges the
+palette). Their logits are concatenated to ``(B, K)``; since losses average
 over all logits, each member's logits are repeated so that member ``i`` holds ``weights[i]`` parts of them,
 whatever number of logits it returns (a hinge on repeated logits is the same per-member mean, weighted).
 """
@@ -20,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from artgan.augment import DiffAugment
 from artgan.models import registry
 from artgan.models.base import Discriminator
 
@@ -39,10 +42,12 @@ class EnsembleDiscriminator(Discriminator):
 
     ``members``: name -> discriminator (or its ``spec()``); every member must judge ``resolution`` px images.
     ``weights``: name -> positive integer share of the loss (None: equal shares).
+    ``augment``: name -> DiffAugment ops applied to that member's input only, after the shared augmentation, on
+    real and generated images alike ("color,cutout" or a list; None: none).
     """
 
     def __init__(self, resolution: int = 64, members: dict[str, Any] | None = None,
-                 weights: dict[str, int] | None = None):
+                 weights: dict[str, int] | None = None, augment: dict[str, Any] | None = None):
         if not members:
             raise ValueError("model.discriminator.members is empty: name at least one discriminator.")
         modules = {str(name): _as_module(str(name), m) for name, m in dict(members).items()}
@@ -53,7 +58,14 @@ class EnsembleDiscriminator(Discriminator):
         for name, w in weights.items():
             if isinstance(w, bool) or not isinstance(w, int) or w < 1:
                 raise ValueError(f"model.discriminator.weights.{name} must be a positive integer share, got {w!r}.")
-        super().__init__(resolution, members={name: m.spec() for name, m in modules.items()}, weights=weights)
+        augment = {str(k): v if isinstance(v, str) else ",".join(map(str, v)) for k, v in dict(augment or {}).items()}
+        if not set(augment) <= set(modules):
+            raise ValueError(f"model.discriminator.augment names {sorted(set(augment) - set(modules))}, which are not "
+                             f"members ({sorted(modules)}): key it by a member's name.")
+        super().__init__(resolution, members={name: m.spec() for name, m in modules.items()}, weights=weights,
+                         augment=augment or None)
+        # no state: plain attributes keep checkpoints the same with and without member augmentation
+        self.member_augment = {name: DiffAugment(policy) for name, policy in augment.items() if policy}
         for name, m in modules.items():
             if m.resolution != self.resolution:
                 raise ValueError(f"model.discriminator.members.{name} judges {m.resolution} px images, the "
@@ -69,7 +81,8 @@ class EnsembleDiscriminator(Discriminator):
         return sum(losses) if losses else None
 
     def forward(self, images: Tensor) -> Tensor:
-        logits = {name: m(images).reshape(images.shape[0], -1) for name, m in self.members.items()}
+        logits = {name: m(self.member_augment[name](images) if name in self.member_augment else images)
+                  .reshape(images.shape[0], -1) for name, m in self.members.items()}
         common = math.lcm(*(x.shape[1] for x in logits.values()))
         return torch.cat([x.repeat(1, common // x.shape[1] * self.weights[name]) for name, x in logits.items()],
                          dim=1)
