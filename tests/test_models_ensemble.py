@@ -113,3 +113,5 @@ def test_member_augmentation_reaches_only_its_member_and_round_trips():
     assert d.state_dict().keys() == plain.state_dict().keys()
     rebuilt = registry.build("discriminator", d.spec())
     assert rebuilt.member_augment["features"].ops == ["color", "cutout"]
+    with pytest.raises(ValueError, match=r"model.discriminator.augment.features='blur' names an unknown"):
+        EnsembleDiscriminator(64, members=members(), augment={"features": "blur"})

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from artgan.augment import DiffAugment
+from artgan.augment import AUGMENT_OPS, AugmentPolicyError, DiffAugment
 from artgan.models import registry
 from artgan.models.base import Discriminator
 
@@ -65,7 +65,15 @@ class EnsembleDiscriminator(Discriminator):
         super().__init__(resolution, members={name: m.spec() for name, m in modules.items()}, weights=weights,
                          augment=augment or None)
         # no state: plain attributes keep checkpoints the same with and without member augmentation
-        self.member_augment = {name: DiffAugment(policy) for name, policy in augment.items() if policy}
+        self.member_augment: dict[str, DiffAugment] = {}
+        for name, policy in augment.items():
+            try:
+                self.member_augment[name] = DiffAugment(policy)
+            except AugmentPolicyError:
+                raise AugmentPolicyError(
+                    f"model.discriminator.augment.{name}={policy!r} names an unknown DiffAugment op; allowed: "
+                    f"{', '.join(AUGMENT_OPS)} (e.g. model.discriminator.augment={{{name}:[color]}})."
+                ) from None
         for name, m in modules.items():
             if m.resolution != self.resolution:
                 raise ValueError(f"model.discriminator.members.{name} judges {m.resolution} px images, the "
@@ -80,9 +88,13 @@ class EnsembleDiscriminator(Discriminator):
         losses = [loss for m in self.members.values() if (loss := m.self_supervised_loss(real)) is not None]
         return sum(losses) if losses else None
 
+    def _member_input(self, name: str, images: Tensor) -> Tensor:
+        augment = self.member_augment.get(name)
+        return images if augment is None else augment(images)
+
     def forward(self, images: Tensor) -> Tensor:
-        logits = {name: m(self.member_augment[name](images) if name in self.member_augment else images)
-                  .reshape(images.shape[0], -1) for name, m in self.members.items()}
+        logits = {name: m(self._member_input(name, images)).reshape(images.shape[0], -1)
+                  for name, m in self.members.items()}
         common = math.lcm(*(x.shape[1] for x in logits.values()))
         return torch.cat([x.repeat(1, common // x.shape[1] * self.weights[name]) for name, x in logits.items()],
                          dim=1)
