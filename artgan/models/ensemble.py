@@ -9,9 +9,9 @@ adds one on pretrained features, which is what ``members`` = a pixel D plus a pr
 
 Every member sees the same (augmented) images; ``augment`` can add DiffAugment ops for one member only (e.g. colour
 jitter for the projected member, so that it judges shapes and texture, while the pixel member alone judges the
-palette). Their logits are concatenated to ``(B, K)``; since losses average
-over all logits, each member's logits are repeated so that member ``i`` holds ``weights[i]`` parts of them,
-whatever number of logits it returns (a hinge on repeated logits is the same per-member mean, weighted).
+palette). Their logits are concatenated to ``(B, K)``; since losses average over all logits, each member's logits
+are repeated so that member ``i`` holds ``weights[i]`` parts of them, whatever number of logits it returns (a
+hinge on repeated logits is the same per-member mean, weighted).
 """
 
 from __future__ import annotations
