@@ -291,18 +291,3 @@ def test_ema_batchnorm_refresh_leaves_the_training_random_stream_alone():
     ema.refresh_batchnorm(step=1, num_batches=1, batch_size=4)
     assert torch.equal(torch.get_rng_state(), recorded)
     assert not torch.equal(ema.module.initial[1].running_var, torch.ones_like(ema.module.initial[1].running_var))
-
-
-def test_best_64_long_is_best_64_with_colour_and_cutout_for_its_projected_member_only(tmp_path):
-    def model_config(*overrides):
-        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-            return compose("train", overrides=list(overrides)).model
-
-    long = model_config("experiment=best_64_long")
-    assert long == model_config("experiment=best_64", "model.discriminator.augment={features:[color,cutout]}")
-    module = instantiate(long)
-    assert module.augment.ops == ["translation"]  # shared by both members
-    assert {name: aug.ops for name, aug in module.discriminator.member_augment.items()} == {
-        "features": ["color", "cutout"]}
-    fit(module, tmp_path, batches=1)
-    assert module.g_steps == 1
