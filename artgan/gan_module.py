@@ -24,6 +24,7 @@ from artgan.augment import DiffAugment
 from artgan.data.transforms import to_model_range
 from artgan.ema import GeneratorEMA
 from artgan.errors import ConfigError
+from artgan.instance_contrast import FakeInstanceContrast
 from artgan.losses import AdversarialLoss, DiscriminatorLoss
 from artgan.models.base import Discriminator, Generator
 
@@ -32,6 +33,8 @@ from artgan.models.base import Discriminator, Generator
 LOGGED_STATS = ("d_loss", "g_loss", "d_real", "d_fake", "d_acc_real", "d_acc_fake")
 # Logged only when the discriminator has a self-supervised loss (model.discriminator.reconstruction > 0).
 SELF_SUPERVISED_STAT = "d_self_supervised"
+# Logged only with fake-instance discrimination (model/instance_contrast=fake): its loss in D's step.
+INSTANCE_CONTRAST_STAT = "d_instance_contrast"
 
 
 class GANModule(L.LightningModule):
@@ -43,6 +46,8 @@ class GANModule(L.LightningModule):
         n_critic: discriminator steps per generator step.
         ema_decay: keep an EMA copy of G for samples, metrics and generate.py (None: no copy).
         augment: DiffAugment applied to every image D sees (None: none).
+        instance_contrast: fake-instance discrimination shared by D and G (None: off); the discriminator must
+            offer ``instance_features``.
         num_fixed_samples, fixed_noise_seed: the latents of the sample grids, saved in checkpoints.
         channels_last, compile: speed options.
         init_from: a checkpoint of another run to start from (fine-tuning; artgan/finetune.py): its generator,
@@ -61,6 +66,7 @@ class GANModule(L.LightningModule):
         n_critic: int = 1,
         ema_decay: float | None = None,
         augment: DiffAugment | None = None,
+        instance_contrast: FakeInstanceContrast | None = None,
         num_fixed_samples: int = 64,
         fixed_noise_seed: int = 1234,
         channels_last: bool = False,
@@ -70,25 +76,32 @@ class GANModule(L.LightningModule):
         super().__init__()
         self.automatic_optimization = False
         self.save_hyperparameters(ignore=["generator", "discriminator", "loss", "optimizer_g", "optimizer_d",
-                                          "augment"])
+                                          "augment", "instance_contrast"])
         check_parts_agree(generator, discriminator, resolution, latent_dim)
         if n_critic < 1:
             raise ConfigError(f"model.n_critic={n_critic} must be >= 1 (discriminator steps per generator step).")
         self.generator, self.discriminator, self.loss = generator, discriminator, loss
         self.optimizer_g_factory, self.optimizer_d_factory = optimizer_g, optimizer_d
         self.augment = augment
+        self.instance_contrast = instance_contrast
+        if instance_contrast is not None:
+            instance_contrast.attach(instance_feature_dim(discriminator))
         self.generator_ema = GeneratorEMA(generator, ema_decay) if ema_decay else None
         noise = generator.sample_latents(num_fixed_samples, generator=torch.Generator().manual_seed(fixed_noise_seed))
         self.register_buffer("fixed_noise", noise)  # in the checkpoint, so a resumed run keeps its noise
         # nan_strategy="disable": the default ("warn") checks every update for NaN with `if nans.any()`, a host
         # sync per logged value per step on a GPU. A NaN loss shows up as a NaN epoch mean instead.
         self.epoch_means = nn.ModuleDict({k: MeanMetric(nan_strategy="disable")
-                                          for k in (*LOGGED_STATS, SELF_SUPERVISED_STAT)})
+                                          for k in (*LOGGED_STATS, SELF_SUPERVISED_STAT,
+                                                    INSTANCE_CONTRAST_STAT)})
         self.images_seen = 0
         self.d_steps = 0
         self._epoch_means_logged = False
         self.step_stats: dict[str, Tensor] = {}  # this step's losses and D scores, on the device
         self._d_self_supervised: Tensor | None = None  # D's last self-supervised loss, if it has one
+        self._d_instance_contrast: Tensor | None = None  # D's last fake-instance loss, if it has one
+        self._features_wanted_for: Tensor | None = None  # the batch whose D features _d_forward keeps
+        self._features_kept: Tensor | None = None
         self.progress_values: dict[str, float] = {}  # host copies for the progress bar, refreshed when logged
         if init_from:
             finetune.init_from(self, init_from)
@@ -103,8 +116,11 @@ class GANModule(L.LightningModule):
             self._compiled = True
 
     def configure_optimizers(self):
+        d_params = self.discriminator.trainable_parameters()
+        if self.instance_contrast is not None:  # its projection head is part of D's side
+            d_params = d_params + list(self.instance_contrast.parameters())
         return (self.optimizer_g_factory([p for p in self.generator.parameters() if p.requires_grad]),
-                self.optimizer_d_factory(self.discriminator.trainable_parameters()))
+                self.optimizer_d_factory(d_params))
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Tensor:
         images = batch[0] if isinstance(batch, (list, tuple)) else batch
@@ -145,11 +161,39 @@ class GANModule(L.LightningModule):
 
     # -------------------------------------------------------------------------------------- training
     def _d_forward(self, images: Tensor) -> Tensor:
-        return self.discriminator(self.augment(images) if self.augment is not None else images)
+        images_in = self.augment(images) if self.augment is not None else images
+        if images is not self._features_wanted_for:
+            return self.discriminator(images_in)
+        # The loss judges the generated batch: keep D's features of it from the same pass for the contrast.
+        logits, self._features_kept = self.discriminator.judge_with_features(images_in)
+        return logits
 
-    def _discriminator_step(self, opt_d, real: Tensor, fake: Tensor) -> DiscriminatorLoss:
-        out = self.loss.discriminator_loss(self._d_forward, real, fake, self.d_steps)
-        total = out.total
+    def _judge_keeping_features(self, fake: Tensor, judge: Callable[[], Any]) -> tuple[Any, Tensor]:
+        """``judge()`` (a loss call that runs D on ``fake``), and D's instance features of ``fake`` from it."""
+        self._features_wanted_for, self._features_kept = fake, None
+        try:
+            result = judge()
+        finally:
+            self._features_wanted_for = None
+        features, self._features_kept = self._features_kept, None
+        if features is None:  # a loss that never judged ``fake`` as given (none of ours)
+            features = self.discriminator.instance_features(
+                self.augment(fake) if self.augment is not None else fake)
+        return result, features
+
+    def _discriminator_step(self, opt_d, real: Tensor, fake: Tensor, instance_keys: Tensor | None = None
+                            ) -> DiscriminatorLoss:
+        def judge() -> DiscriminatorLoss:
+            return self.loss.discriminator_loss(self._d_forward, real, fake, self.d_steps)
+
+        if instance_keys is None:
+            out = judge()
+            total = out.total
+        else:
+            out, features = self._judge_keeping_features(fake, judge)
+            contrast = self.instance_contrast.loss(self.instance_contrast.embed(features), instance_keys)
+            total = out.total + contrast
+            self._d_instance_contrast = contrast.detach()
         self_supervised = self.discriminator.self_supervised_loss(
             self.augment(real) if self.augment is not None else real)
         if self_supervised is not None:
@@ -174,18 +218,37 @@ class GANModule(L.LightningModule):
             with torch.set_grad_enabled(i == self.hparams.n_critic - 1):
                 latents = self.generator.sample_latents(batch_size, device=self.device)
                 fake = self.generator(latents)
-            d_out = self._discriminator_step(opt_d, real, fake.detach())
+            keys = self._instance_keys(latents)
+            d_out = self._discriminator_step(opt_d, real, fake.detach(), keys)
 
         with self.toggled_optimizer(opt_g):  # D's parameters get no gradients in the G step
-            g_loss = self.loss.generator_loss(self._d_forward, fake, real, latents)
+            def judge() -> Tensor:
+                return self.loss.generator_loss(self._d_forward, fake, real, latents)
+
+            if keys is None:
+                g_loss = judge()
+            else:  # G is rewarded for images D can tell apart
+                g_loss, features = self._judge_keeping_features(fake, judge)
+                g_loss = g_loss + self.instance_contrast.loss(self.instance_contrast.embed(features), keys)
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(g_loss)
             opt_g.step()
         if self.generator_ema is not None:
             self.generator_ema.update_parameters(self.generator)
+        if keys is not None:
+            self.instance_contrast.enqueue(keys)
 
         self.images_seen += batch_size * self.trainer.world_size
         self._record_step(d_out, g_loss.detach())
+
+    @torch.no_grad()
+    def _instance_keys(self, latents: Tensor) -> Tensor | None:
+        """Embeddings of each image's second view, G(z + noise), for fake-instance discrimination."""
+        if self.instance_contrast is None:
+            return None
+        pair = self.generator(self.instance_contrast.perturb(latents))
+        return self.instance_contrast.keys(
+            self.discriminator.instance_features(self.augment(pair) if self.augment is not None else pair))
 
     def _record_step(self, d_out: DiscriminatorLoss, g_loss: Tensor) -> None:
         score, says_real = self.loss.score, self.loss.says_real
@@ -201,6 +264,8 @@ class GANModule(L.LightningModule):
         }
         if self._d_self_supervised is not None:
             self.step_stats[SELF_SUPERVISED_STAT] = self._d_self_supervised
+        if self._d_instance_contrast is not None:
+            self.step_stats[INSTANCE_CONTRAST_STAT] = self._d_instance_contrast
         for name, value in self.step_stats.items():
             self.epoch_means[name].update(value)
         # Lightning keeps a reference to a logged Metric and computes it (synced across devices) at the end of
@@ -258,6 +323,24 @@ class GANModule(L.LightningModule):
         self.images_seen = int(state.get("images_seen", 0))
         self.d_steps = int(state.get("d_steps", 0))
         self.loss.load_state_dict(state.get("loss_state", {}))
+
+
+def instance_feature_dim(discriminator: Discriminator) -> int:
+    """How many features per image the discriminator offers for fake-instance discrimination."""
+    was_training = discriminator.training
+    discriminator.eval()  # no BatchNorm or spectral-norm state changes from this probe
+    try:
+        with torch.no_grad():
+            size = discriminator.resolution
+            features = discriminator.instance_features(torch.zeros(2, 3, size, size))
+    finally:
+        discriminator.train(was_training)
+    if features is None:
+        raise ConfigError(
+            f"model/instance_contrast needs a discriminator that offers per-image features, and "
+            f"{type(discriminator).__name__} does not (the DCGAN discriminator does, unless model.discriminator.pack "
+            f"> 1; in an ensemble, any DCGAN member). Choose such a discriminator or drop model/instance_contrast.")
+    return int(features.shape[1])
 
 
 def check_parts_agree(generator: Generator, discriminator: Discriminator, resolution: int | None,

@@ -154,6 +154,15 @@ class Discriminator(_Rebuildable, nn.Module):
         """An extra loss D minimizes on the real images it sees (FastGAN's reconstruction); None: it has none."""
         return None
 
+    def instance_features(self, images: Tensor) -> Tensor | None:
+        """Per-image features ``(B, F)`` that D judges from, for fake-instance discrimination
+        (artgan/instance_contrast.py); None: this D offers none."""
+        return None
+
+    def judge_with_features(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``(self(images), self.instance_features(images))``; a subclass that can, computes both in one pass."""
+        return self(images), self.instance_features(images)
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         """What the optimizer updates: everything that requires a gradient (a frozen backbone does not)."""
         return [p for p in self.parameters() if p.requires_grad]

@@ -170,6 +170,7 @@ class DCGANDiscriminator(Discriminator):
             layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=norm == "none"), _norm(norm, c_out),
                        nn.LeakyReLU(0.2, True)]
             taps.append(len(layers) - 1)
+        self._features_tap = taps[-1]  # the 4 x 4 features, before the batch-wide minibatch-std channel
         if minibatch_std:
             layers += [MinibatchStd(minibatch_std)]
         layers += [nn.Conv2d(widths[-1] + (1 if minibatch_std else 0), 1, 4, 1, 0, bias=False)]
@@ -202,21 +203,37 @@ class DCGANDiscriminator(Discriminator):
                 fine = x
         return self.reconstruction_weight * self.reconstruction.loss(real, fine, x)
 
+    def instance_features(self, images: torch.Tensor) -> torch.Tensor | None:
+        if self.pack > 1:  # a pack's features describe several images
+            return None
+        return self.net[:self._features_tap + 1](images).flatten(1)
+
+    def judge_with_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.pack > 1:
+            return self(images), None
+        return self._judge(images, keep_features=True)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pack == 1:
-            return self._judge(x)
+            return self._judge(x)[0]
         n = x.shape[0]
         packs = -(-n // self.pack)
         if n % self.pack:  # a last, short pack is filled with the batch's first images
             x = torch.cat([x, x[:packs * self.pack - n]])
         packed = x.reshape(packs, self.pack * x.shape[1], *x.shape[2:])
-        return self._judge(packed).repeat_interleave(self.pack, dim=0)[:n]  # each image gets its pack's logits
+        return self._judge(packed)[0].repeat_interleave(self.pack, dim=0)[:n]  # each image gets its pack's logits
 
-    def _judge(self, x: torch.Tensor) -> torch.Tensor:
-        if self.patch_head is None:
-            return self.net(x).flatten()
+    def _judge(self, x: torch.Tensor, keep_features: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits, and the 4 x 4 features (flattened) when ``keep_features``."""
+        if self.patch_head is None and not keep_features:
+            return self.net(x).flatten(), None
+        patches = features = None
         for i, layer in enumerate(self.net):
             x = layer(x)
             if i == self._patch_tap:
                 patches = self.patch_head(x).flatten(1)
-        return torch.cat([x.flatten(1).expand(-1, patches.shape[1]), patches], dim=1)
+            if keep_features and i == self._features_tap:
+                features = x.flatten(1)
+        if patches is None:
+            return x.flatten(), features
+        return torch.cat([x.flatten(1).expand(-1, patches.shape[1]), patches], dim=1), features

@@ -88,13 +88,27 @@ class EnsembleDiscriminator(Discriminator):
         losses = [loss for m in self.members.values() if (loss := m.self_supervised_loss(real)) is not None]
         return sum(losses) if losses else None
 
+    def instance_features(self, images: Tensor) -> Tensor | None:
+        features = [f for name, m in self.members.items()
+                    if (f := m.instance_features(self._member_input(name, images))) is not None]
+        return torch.cat(features, dim=1) if features else None
+
     def _member_input(self, name: str, images: Tensor) -> Tensor:
         augment = self.member_augment.get(name)
         return images if augment is None else augment(images)
 
+    def judge_with_features(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
+        judged = {name: m.judge_with_features(self._member_input(name, images)) for name, m in self.members.items()}
+        features = [f for _, f in judged.values() if f is not None]
+        return (self._weighted({name: logits for name, (logits, _) in judged.items()}, images.shape[0]),
+                torch.cat(features, dim=1) if features else None)
+
     def forward(self, images: Tensor) -> Tensor:
-        logits = {name: m(self._member_input(name, images)).reshape(images.shape[0], -1)
-                  for name, m in self.members.items()}
+        return self._weighted({name: m(self._member_input(name, images)) for name, m in self.members.items()},
+                              images.shape[0])
+
+    def _weighted(self, logits: dict[str, Tensor], batch: int) -> Tensor:
+        logits = {name: x.reshape(batch, -1) for name, x in logits.items()}
         common = math.lcm(*(x.shape[1] for x in logits.values()))
         return torch.cat([x.repeat(1, common // x.shape[1] * self.weights[name]) for name, x in logits.items()],
                          dim=1)
