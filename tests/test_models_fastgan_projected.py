@@ -102,6 +102,24 @@ def test_lite_blocks_take_noise_injection_as_a_setting():
     assert registry.build("generator", noisy.spec()).spec()["kwargs"]["noise"] is True
 
 
+def test_latent_skip_starts_as_the_plain_generator_and_then_lets_z_steer_every_block():
+    torch.manual_seed(0)
+    plain = FastGANGenerator(64, latent_dim=16, ngf=8).eval()
+    torch.manual_seed(0)
+    skip = FastGANGenerator(64, latent_dim=16, ngf=8, latent_skip=True).eval()
+    skip.load_state_dict(plain.state_dict(), strict=False)  # the same weights, the skip maps still zero
+    z = plain.sample_latents(4, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(skip(z), plain(z))
+    assert sorted(skip.latent_skip) == ["16", "32", "64", "8"]
+    with torch.no_grad():
+        skip.latent_skip["64"].weight.normal_(0, 0.5)  # as if trained: the 64 px block follows z
+    assert not torch.allclose(skip(z), plain(z))
+    with skip.truncation(1e-3):  # truncation pulls the skip path to its mean too: one image for every z
+        collapsed = skip(z)
+    assert float((collapsed - collapsed.mean(0)).abs().max()) < 0.02
+    assert registry.build("generator", skip.spec()).spec()["kwargs"]["latent_skip"] is True
+
+
 def test_generator_spec_round_trip():
     g = FastGANGenerator(64, latent_dim=16, ngf=8, lite=False)
     with torch.no_grad():

@@ -115,13 +115,17 @@ class FastGANGenerator(Generator):
     nearest-neighbour copies leave 2 x 2 blocks that the following 3x3 conv must learn to smooth away.
     ``noise=True`` gives lite blocks full blocks' noise injection (StyleGAN's per-pixel source of stochastic
     detail, so fine texture need not be a function of the latent alone) at almost no cost. ``min_channels`` is a
-    floor on every block's width: at a small ``ngf`` it widens only the narrow fine blocks.
+    floor on every block's width: at a small ``ngf`` it widens only the narrow fine blocks. ``latent_skip`` feeds
+    the latent to every block, not only the first (BigGAN's skip-z, Brock et al., ICLR 2019): a linear map of z
+    gives each block's output a per-channel scale and shift, zero at initialisation, so the fine blocks can vary
+    their strokes and texture with the latent directly instead of only through the coarse layout.
     """
 
     def __init__(self, resolution: int = 64, latent_dim: int = 256, ngf: int = 64, lite: bool = True,
-                 upsample: str = "nearest", skip_rgb: bool = False, noise: bool = False, min_channels: int = 0):
+                 upsample: str = "nearest", skip_rgb: bool = False, noise: bool = False, min_channels: int = 0,
+                 latent_skip: bool = False):
         super().__init__(resolution, latent_dim, ngf=ngf, lite=lite, upsample=upsample, skip_rgb=skip_rgb,
-                         noise=noise, min_channels=min_channels)
+                         noise=noise, min_channels=min_channels, latent_skip=latent_skip)
         if isinstance(ngf, bool) or not isinstance(ngf, int) or ngf < 1:
             raise ValueError(f"ngf must be a positive integer, got {ngf!r}")
         if upsample not in UPSAMPLE_MODES:
@@ -149,7 +153,12 @@ class FastGANGenerator(Generator):
         # the fine blocks start from a smooth picture and only paint the detail it lacks.
         self.skip_to_rgb = nn.ModuleDict({str(s): nn.Conv2d(widths[s], 3, 1, 1, 0, bias=True)
                                           for s in sizes[1:-1]}) if skip_rgb else None
+        self.latent_skip = nn.ModuleDict({str(s): nn.Linear(latent_dim, 2 * widths[s]) for s in sizes[1:]}
+                                         ) if latent_skip else None
         dcgan_init_(self)  # FastGAN's weights_init is the DCGAN one
+        for m in self.latent_skip.values() if self.latent_skip is not None else ():
+            nn.init.zeros_(m.weight)  # starts as the plain generator
+            nn.init.zeros_(m.bias)
         self._truncation: tuple[float, Tensor] | None = None  # (psi, mean 4 x 4 map) inside truncation()
         for m in list(self.modules()):
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
@@ -203,10 +212,16 @@ class FastGANGenerator(Generator):
             x = torch.lerp(mean.to(x.dtype), x, psi)
         features = {4: x}
         rgb = None
+        if self.latent_skip is not None:
+            # Affine in z, so scaling z by psi pulls each block's scale and shift towards their mean as well.
+            z_skip = normalize_second_moment(z) * (self._truncation[0] if self._truncation is not None else 1.0)
         for name, block in self.up.items():
             x = block(x)
             if name in self.excite:
                 x = self.excite[name](features[int(name) // 16], x)
+            if self.latent_skip is not None:
+                scale, shift = self.latent_skip[name](z_skip).to(x.dtype)[:, :, None, None].chunk(2, dim=1)
+                x = x * (1 + scale) + shift
             features[int(name)] = x
             if self.skip_to_rgb is not None:
                 if rgb is not None:
