@@ -7,7 +7,7 @@ GIF), evaluate (FID / KID). See docs/generate.md.
 import hydra
 from omegaconf import DictConfig
 
-from artgan.cli import user_errors_exit
+from artgan.cli import run_hydra_main, user_errors_exit
 from artgan.generate import run
 
 
@@ -18,4 +18,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_main(main)

@@ -5,7 +5,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from artgan.cli import require_plugins, user_errors_exit
+from artgan.cli import require_plugins, run_hydra_main, user_errors_exit
 from artgan.train import objective, train
 
 
@@ -17,4 +17,4 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     require_plugins(sys.argv[1:])  # an optional sweeper / launcher: the pip command, not Hydra's lookup error
-    main()
+    run_hydra_main(main)

@@ -23,6 +23,10 @@ def find_user_error(err: BaseException | None) -> ArtGANError | None:
     return None
 
 
+#: whether Hydra has handed a composed config to the task (set by user_errors_exit)
+_task_started = False
+
+
 def user_errors_exit(fn: Callable) -> Callable:
     """Wrap a Hydra task: an ArtGANError prints its message and exits (code 2 for config errors, else 1); after a
     config error the run dir is left as it was (artgan.outputs.undo_run_dir). HYDRA_FULL_ERROR=1 shows the
@@ -30,6 +34,8 @@ def user_errors_exit(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        global _task_started
+        _task_started = True
         try:
             return fn(*args, **kwargs)
         except Exception as err:
@@ -39,6 +45,18 @@ def user_errors_exit(fn: Callable) -> Callable:
             exit_for(user_error)
 
     return wrapper
+
+
+def run_hydra_main(main: Callable[[], object]) -> None:
+    """Run a ``@hydra.main`` entry point. Hydra reports the errors it meets before the task starts (an override
+    key or a config group option that does not exist, bad override syntax) in its own words and exits 1; they are
+    bad input like any other bad setting, so the exit code becomes 2."""
+    try:
+        main()
+    except SystemExit as err:
+        if err.code == 1 and not _task_started:
+            sys.exit(2)
+        raise
 
 
 def exit_for(user_error: ArtGANError) -> NoReturn:

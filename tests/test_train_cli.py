@@ -25,5 +25,14 @@ def test_fast_dev_run_every_model_config(tmp_path):
 
 def test_unknown_model_config_is_a_short_error():
     proc = run_script("train.py", "model=dcgan100")
-    assert proc.returncode != 0
+    assert proc.returncode == 2  # bad input, as for every other bad setting
     assert "dcgan64" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_misspelt_setting_exits_2_naming_it_and_makes_no_run_dir(tmp_path):
+    run_dir = tmp_path / "run"
+    for script in ("train.py", "generate.py"):
+        proc = run_script(script, "model.discriminator.ndff=8", f"hydra.run.dir={run_dir}")
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        assert "model.discriminator.ndff" in proc.stderr and "Traceback" not in proc.stderr
+        assert not run_dir.exists()
