@@ -319,6 +319,13 @@ class GANModule(L.LightningModule):
         checkpoints.upgrade(checkpoint)  # runs before Lightning loads the state dict
         checkpoints.check_same_networks(checkpoint, {"generator": self.generator,
                                                       "discriminator": self.discriminator})
+        saved = any(k.startswith("instance_contrast.") for k in checkpoint.get("state_dict", {}))
+        if saved != (self.instance_contrast is not None):
+            raise ConfigError(
+                f"The checkpoint was trained {'with' if saved else 'without'} fake-instance discrimination and "
+                f"this run is configured {'without' if saved else 'with'} it. To continue that run, "
+                f"{'add model/instance_contrast=fake' if saved else 'drop model/instance_contrast=fake'}; to start "
+                "a new run from its weights instead, use model.init_from=<checkpoint> without ckpt_path.")
         state = checkpoint.get("artgan", {})
         self.images_seen = int(state.get("images_seen", 0))
         self.d_steps = int(state.get("d_steps", 0))

@@ -123,3 +123,17 @@ def test_a_discriminator_without_features_is_one_paragraph_and_exit_2(tmp_path):
     message = proc.stderr.strip().split("\n\n")[-1]
     assert "model/instance_contrast" in message and "ProjectedDiscriminator" in message
     assert "Traceback" not in proc.stderr
+
+
+def test_resuming_without_the_contrast_it_was_trained_with_is_one_paragraph_and_exit_2(tmp_path):
+    run_dir = tmp_path / "run"
+    fast = [o for o in FAST_TRAIN if "ndf" not in o] + ["experiment=best_64", "model.discriminator.members.pixel.ndf=8",
+                                                         "callbacks.metrics=null", f"hydra.run.dir={run_dir}"]
+    assert run_script("train.py", *fast, IC).returncode == 0
+    last = run_dir / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+    proc = run_script("train.py", *fast, "trainer.max_epochs=2", "ckpt_path=auto")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    message = proc.stderr.strip().split("\n\n")[-1]
+    assert "add model/instance_contrast=fake" in message and "Traceback" not in proc.stderr
+    assert last.read_bytes() == before  # the checkpoint is left as it was
