@@ -10,8 +10,8 @@ as in MoCo; they are computed once per step, before D's update, and join the que
 
 The module calls :meth:`keys` on the neighbours, :meth:`loss` with the embeddings of the images themselves in
 both the D and the G step, and :meth:`enqueue` at the end of the step. The head's parameters train with D's
-optimizer; the queue is a buffer, so checkpoints and exact resume keep it. Under DDP each rank keeps its own
-queue (DDP broadcasts rank 0's buffers, so they agree), with no collective of its own.
+optimizer; the queue is a buffer, so checkpoints and exact resume keep it. Under DDP, whose buffer broadcast
+(on by default) hands every rank rank 0's buffers each step, all ranks use rank 0's queue; no collective of its own.
 """
 
 from __future__ import annotations
